@@ -12,6 +12,8 @@ import pathlib
 os.environ["HF_HUB_OFFLINE"] = "1"  # a hub id would otherwise take ~50 s to fail without internet
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# torch.compile on CPU costs ~20 s per function; tests of the compiled path switch it on themselves
+os.environ.setdefault("EM_COMPILE", "0")
 
 import pytest
 import torch
