@@ -74,7 +74,7 @@ def _entropy_stats(z: torch.Tensor):
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # all -inf row: any shift works
     zc = z - m  # <= 0, -inf where masked
     e = torch.exp(zc)  # exp(-inf) = 0
-    s = e.sum(dim=-1, keepdim=True)
+    s = e.sum(dim=-1, keepdim=True).clamp_min(1e-30)  # >= 1 for any row with a finite logit
     ez = torch.where(e > 0, e * zc, torch.zeros_like(e)).sum(dim=-1, keepdim=True) / s  # E_p[z - m]
     return m, zc, torch.log(s), ez, e / s
 
@@ -91,7 +91,7 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
 
     logits: [..., V] float32/bf16/fp16, may contain -inf (masked by top-k/top-p).
     returns: [...] float32. Uniform logits give log V; a single finite logit gives 0; never NaN
-    for a row with at least one finite logit (a fully masked row gives 0 as well).
+    for a row with at least one finite logit; a fully masked row gives 0.
     """
     shape = logits.shape[:-1]
     return _token_entropy(logits.reshape(-1, logits.shape[-1])).reshape(shape)
@@ -107,6 +107,7 @@ def _entropy_logprob_grad(z, target, g_h, g_lp):
     # -p (z - E_p[z]) = -p ((z - m) - E_p[z - m]); masked entries (p = 0, z = -inf) get exactly 0
     dh = torch.where(p > 0, -p * (zc - ez), torch.zeros_like(p))
     onehot = (torch.arange(z.shape[-1], device=z.device) == target.unsqueeze(-1)).to(z.dtype)
+    g_lp = torch.where(target >= 0, g_lp, torch.zeros_like(g_lp))  # no target: log p is the constant 0
     return g_h.unsqueeze(-1) * dh + g_lp.unsqueeze(-1) * (onehot - p)
 
 

