@@ -1,16 +1,67 @@
-"""The shared grader: benchmarks, prompts, math/code grading and a CLI that re-grades result files.
+"""The shared grader: benchmarks, prompts, math and code grading, and a CLI that re-grades result files.
 
-(First working version: named hub datasets, the code sandbox and the CLI follow in later commits.)
+Every number the three method scripts report goes through this file, so a grader that is too lenient
+(or too brittle) silently changes every comparison with the paper's tables.
+
+Math: the answer is the content of the LAST complete `\\boxed{...}` of the response (paper Sec. 4: "put
+your final answer within \\boxed{}"). It is compared with the gold answer by mathematical equivalence:
+cheap exact/numeric checks first, then math-verify (LaTeX -> sympy; huggingface/Math-Verify) in a
+separate worker process, behind a wrapper of ours that closes math-verify's known gaps.
+
+Code: the program is run against its tests in a separate `python -I` process, in a fresh temporary
+directory, with a scrubbed environment, memory / CPU-time / file-size limits, in its own process group
+that is killed as a whole afterwards. It contains accidents (infinite loops, huge allocations, stray
+child processes, files written to the working directory); it is NOT a security boundary against code
+written to escape (use a container for that).
+
+Deliberate differences from the graders people usually compare with: Qwen2.5-Math's `math_equal`
+(evaluation/grader.py of QwenLM/Qwen2.5-Math, the harness Qwen2.5-Math results are usually reported
+with) and plain math-verify 0.9.0:
+  1. Only the last complete \\boxed{} counts. A box cut off by the token limit is no answer, and there is
+     no fallback to "the answer is ..." or to the last number in the text.
+  2. Numbers are equal when |a - b| <= 1e-6 AND |a - b| <= 1e-5 * max(|a|, |b|). Qwen uses a relative
+     tolerance of 1e-4 (so 1234.5 == 1234.6); math-verify rounds to 6 decimals (so 1e-7 == 2e-7).
+  3. Percent: `28\\%` equals `28` and `0.28`. Qwen also accepts 100x the gold value, so 5 == 500.
+  4. Brackets matter: Qwen strips them, so (1, 2] == [1, 2) and an ordered pair equals an unordered
+     set; here intervals keep their bracket types and tuples keep their order.
+  5. Scientific notation (`4.5e33`, `1e-5`) is read as a number; math-verify reads `e` as Euler's number.
+  6. Gold answers may be int/float/str (`27.0`, AIME `025`, AMC floats): they are normalised first.
+  7. No input can hang or crash the caller: math-verify's timeouts use signal.alarm (main thread only,
+     and they cannot interrupt a long C-level computation); here a watchdog kills the worker process
+     after GRADE_TIMEOUT seconds, from any thread. Any failure is a wrong answer, never an exception.
+
+Usage (re-grade result files, one row per file):
+    python evaluate.py runs/greedy.jsonl runs/em_inf.jsonl
 """
+import argparse
+import atexit
+import base64
+import decimal
+import io
 import json
+import math
 import os
+import pickle
 import re
+import resource
+import select
+import signal
+import subprocess
 import sys
+import tempfile
 import threading
+import time
+import zlib
 
-MATH_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
-CODE_SYSTEM_PROMPT = ("You are an expert Python programmer. Write a complete Python program that solves the "
-                      "problem. Put the code in a single ```python code block.")
+MATH_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."  # paper Sec. 4
+# ours, after LiveCodeBench's own generation prompt: complete program, one fenced block
+CODE_SYSTEM_PROMPT = ("You are an expert Python programmer. You will be given a question (problem specification) "
+                      "and will generate a correct Python program that matches the specification and passes all "
+                      "tests. Put the complete program in a single ```python code block.")
+
+GRADE_TIMEOUT = 10.0  # seconds one math comparison may take before the watchdog kills the worker
+MV_TIMEOUT = 3  # math-verify's own (signal.alarm, whole seconds) timeout inside the worker: cheap recovery
+ABS_TOL, REL_TOL = 1e-6, 1e-5  # numeric equality: both must hold (difference 2 in the docstring)
 
 
 class InputError(ValueError):
@@ -18,52 +69,174 @@ class InputError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Datasets
+# Datasets: one field map per benchmark to the common schema {id, problem, answer[, tests]}.
+# Ids, configs, splits and field names were read from the dataset cards on the hub (see PAPER.md).
 
+BENCHMARKS = {
+    #  name            hub id                               config / data files            split    id field
+    "math500": dict(hub="HuggingFaceH4/MATH-500", split="test", id="unique_id", problem="problem", answer="answer"),
+    "amc": dict(hub="AI-MO/aimo-validation-amc", split="train", id="id", problem="problem", answer="answer"),
+    "aime": dict(hub="AI-MO/aimo-validation-aime", split="train", id="id", problem="problem", answer="answer"),
+    "aime24": dict(hub="HuggingFaceH4/aime_2024", split="train", id="id", problem="problem", answer="answer"),
+    "minerva": dict(hub="math-ai/minervamath", split="test", id=None, problem="question", answer="answer"),
+    "olympiadbench": dict(hub="Hothan/OlympiadBench", config="OE_TO_maths_en_COMP", split="train", id="id",
+                          problem="question", answer="final_answer"),
+    # release_v2 = the first two files of the repository (its old loading script: ALLOWED_FILES["release_v2"]);
+    # reading the files directly does not depend on the repository's loading script or config names.
+    "livecodebench": dict(hub="livecodebench/code_generation_lite", files=["test.jsonl", "test2.jsonl"],
+                          split="test", id="question_id", problem="question_content", answer=None),
+}
+# for local files: the first of these fields that a record has is used
 PROBLEM_FIELDS = ("problem", "question", "prompt", "question_content")
-ANSWER_FIELDS = ("answer", "gold", "final_answer", "solution")
+ANSWER_FIELDS = ("answer", "gold", "final_answer", "expected_answer")
 
 
-def _first_field(row, names):
-    for name in names:
-        if name in row and row[name] is not None:
-            return name
-    return None
-
-
-def _load_local(path, split):
+def _datasets():
     import datasets
 
-    if not os.path.exists(path):
-        raise InputError(f"{path}: no such file")
-    ext = os.path.splitext(path)[1].lower()
-    builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(ext)
-    if builder is None:
-        raise InputError(f"{path}: unsupported file type {ext!r} (use .jsonl, .json or .parquet)")
+    datasets.disable_progress_bars()
+    return datasets
+
+
+def _answer_to_str(gold):
+    """Gold answers arrive as str, int, float (AMC: 142.0) or list (OlympiadBench final_answer): one string."""
+    if gold is None or isinstance(gold, bool):
+        return "" if gold is None else str(gold)
+    if isinstance(gold, int):
+        return str(gold)
+    if isinstance(gold, float):
+        if not math.isfinite(gold):
+            return ""
+        # 27.0 -> "27"; otherwise the shortest repr that round-trips (0.1 -> "0.1", 4.5e+33 stays scientific)
+        return str(int(gold)) if gold.is_integer() and abs(gold) < 1e16 else repr(gold)
+    if isinstance(gold, (list, tuple)):
+        return ", ".join(_strip_math_delims(_answer_to_str(g)) for g in gold)
+    return str(gold).strip()
+
+
+def _lcb_tests(row):
+    """LiveCodeBench tests -> ours: a list of {"input", "output"} (stdin/stdout) or assert-style Python code.
+
+    public_test_cases is a JSON string; private_test_cases is JSON or base64(zlib(pickle(JSON string))).
+    'functional' tests call a method of class Solution (LeetCode) named in metadata["func_name"], one JSON
+    value per input line.
+    """
+    cases = _decode_lcb_cases(row.get("public_test_cases")) + _decode_lcb_cases(row.get("private_test_cases"))
+    if cases and all(c.get("testtype") == "functional" for c in cases):
+        meta = row.get("metadata") or "{}"
+        func = (json.loads(meta) if isinstance(meta, str) else meta)["func_name"]
+        lines = ["import json as _json", "_solution = Solution()"]
+        for c in cases:
+            lines.append(f"assert _solution.{func}(*[_json.loads(_l) for _l in {c['input']!r}.split(chr(10))]) "
+                         f"== _json.loads({c['output']!r})")
+        return "\n".join(lines) + "\n"
+    return [{"input": c["input"], "output": c["output"]} for c in cases]
+
+
+class _NoClassesUnpickler(pickle.Unpickler):
+    # the private LiveCodeBench tests are a pickled str: allow plain data only, never import/call anything
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a dataset file")
+
+
+def _decode_lcb_cases(value):
+    if not value:
+        return []
+    if isinstance(value, list):
+        return value
     try:
-        ds = datasets.load_dataset(builder, data_files=path, split=split or "train")
+        return json.loads(value)
+    except json.JSONDecodeError:
+        raw = zlib.decompress(base64.b64decode(value))
+        return json.loads(_NoClassesUnpickler(io.BytesIO(raw)).load())
+
+
+def _lcb_problem(row):
+    """The problem text for the code prompt: statement, plus the starter code or the stdin/stdout instruction."""
+    text = row["question_content"].strip()
+    if row.get("starter_code"):
+        return (f"{text}\n\nYou will use the following starter code to write the solution to the problem:\n"
+                f"```python\n{row['starter_code'].rstrip()}\n```")
+    return (f"{text}\n\nRead the inputs from stdin, solve the problem and write the answer to stdout "
+            f"(do not directly test on the sample inputs).")
+
+
+def _to_record(spec, row, index):
+    """One dataset row -> {id, problem, answer[, tests]} through a field map like BENCHMARKS[name]."""
+    rid = row.get(spec["id"]) if spec.get("id") else None
+    rec = {"id": str(rid if rid is not None else index)}
+    if spec["problem"] == "question_content":  # LiveCodeBench layout
+        rec.update(problem=_lcb_problem(row), answer="", tests=_lcb_tests(row))
+        return rec
+    rec["problem"] = str(row[spec["problem"]]).strip()
+    rec["answer"] = _strip_math_delims(_answer_to_str(row.get(spec["answer"]))) if spec["answer"] else ""
+    if row.get("tests"):
+        rec["tests"] = row["tests"]
+    return rec
+
+
+def _load_hub(name, split, limit):
+    spec = BENCHMARKS[name]
+    datasets = _datasets()
+    split = split or spec["split"]
+    try:
+        if "files" in spec:
+            files = [f"hf://datasets/{spec['hub']}/{f}" for f in spec["files"]]
+            ds = datasets.load_dataset("json", data_files=files, split="train")
+        else:
+            ds = datasets.load_dataset(spec["hub"], spec.get("config"), split=split)
+    except Exception as e:  # offline, hub down, renamed: one line, never a traceback
+        raise InputError(f"cannot download {spec['hub']}: no network? pass a local file "
+                         f"({type(e).__name__})") from None
+    rows = ds if limit is None else ds.select(range(min(limit, len(ds))))
+    return [_to_record(spec, dict(row), i) for i, row in enumerate(rows)]
+
+
+def _load_local(path, limit):
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such file (named benchmarks: {', '.join(BENCHMARKS)})")
+    builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(os.path.splitext(path)[1].lower())
+    if builder is None:
+        raise InputError(f"{path}: unsupported file type (use .jsonl, .json or .parquet)")
+    try:
+        ds = _datasets().load_dataset(builder, data_files=os.path.abspath(path), split="train")
     except Exception as e:
-        raise InputError(f"{path}: cannot read it as {ext}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-    return [dict(row) for row in ds]
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise InputError(f"{path}: cannot read it: {msg}") from None
+    if len(ds) == 0:
+        raise InputError(f"{path}: no records")
+    fields = list(ds.column_names)
+    if "question_content" in fields and "public_test_cases" in fields:  # a LiveCodeBench dump
+        spec = dict(BENCHMARKS["livecodebench"])
+    else:
+        problem = next((f for f in PROBLEM_FIELDS if f in fields), None)
+        answer = next((f for f in ANSWER_FIELDS if f in fields), None)
+        if problem is None or (answer is None and "tests" not in fields and "solution" not in fields):
+            raise InputError(f"{path}: needs a problem field ({'/'.join(PROBLEM_FIELDS)}) and an answer field "
+                             f"({'/'.join(ANSWER_FIELDS)}) or tests; it has: {', '.join(fields) or 'none'}")
+        spec = dict(id=next((f for f in ("id", "unique_id", "question_id") if f in fields), None),
+                    problem=problem, answer=answer)
+    rows = ds if limit is None else ds.select(range(min(limit, len(ds))))
+    out = []
+    for i, row in enumerate(rows):
+        rec = _to_record(spec, row, i)
+        if spec.get("answer") is None and "solution" in row and not rec.get("tests"):
+            rec["answer"] = extract_boxed(row["solution"]) or ""  # MATH-style files: gold = the boxed solution
+        out.append(rec)
+    return out
 
 
 def load_problems(name_or_path, split=None, limit=None):
-    """Return a list of {"id", "problem", "answer"(, "tests")} records from a local file."""
-    rows = _load_local(name_or_path, split)
-    if not rows:
-        raise InputError(f"{name_or_path}: no records")
-    p_field, a_field = _first_field(rows[0], PROBLEM_FIELDS), _first_field(rows[0], ANSWER_FIELDS)
-    if p_field is None or (a_field is None and "tests" not in rows[0]):
-        raise InputError(f"{name_or_path}: needs a problem field ({'/'.join(PROBLEM_FIELDS)}) and an answer field "
-                         f"({'/'.join(ANSWER_FIELDS)}); it has: {', '.join(rows[0])}")
-    out = []
-    for i, row in enumerate(rows[:limit] if limit else rows):
-        rec = {"id": str(row.get("id", row.get("unique_id", i))), "problem": str(row[p_field]),
-               "answer": _answer_to_str(row.get(a_field)) if a_field else ""}
-        if "tests" in row:
-            rec["tests"] = row["tests"]
-        out.append(rec)
-    return out
+    """Problems as [{"id": str, "problem": str, "answer": str(, "tests")}] from a benchmark name or a local file.
+
+    Named: math500, amc, aime, aime24, minerva, olympiadbench, livecodebench (hub, see BENCHMARKS);
+    otherwise a local .jsonl / .json / .parquet file. `split` only applies to hub datasets.
+    """
+    if limit is not None and limit < 1:
+        raise InputError(f"limit must be >= 1, got {limit}")
+    if name_or_path in BENCHMARKS:
+        return _load_hub(name_or_path, split, limit)
+    return _load_local(str(name_or_path), limit)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -71,10 +244,15 @@ def load_problems(name_or_path, split=None, limit=None):
 
 
 def _chat(tokenizer, system, user):
+    """Chat template with a system message and the generation prompt; plain text for base tokenizers."""
     if getattr(tokenizer, "chat_template", None):
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    # no chat template (base models): a plain-text prompt the model can continue
+        try:
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception:  # some templates (e.g. Gemma) reject a system role: fold it into the user turn
+            messages = [{"role": "user", "content": f"{system}\n\n{user}"}]
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    # no chat template (a base model): the same instruction as plain text the model can continue
     return f"{system}\n\nQuestion: {user}\n\nAnswer:"
 
 
@@ -87,25 +265,20 @@ def code_prompt(tokenizer, problem):
 
 
 def build_prompt(tokenizer, record):
+    """The full prompt text for one record: the code prompt when it has tests, the math prompt otherwise."""
     if record.get("tests"):
         return code_prompt(tokenizer, record["problem"])
     return math_prompt(tokenizer, record["problem"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Math grading
+# Math grading, step 1: the answer string
 
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
-def extract_boxed(text):
-    """Content of the last \\boxed{...} (or \\fbox{...}); None when there is none or it was cut off."""
-    if not isinstance(text, str):
-        return None
-    matches = list(_BOX.finditer(text))
-    if not matches:
-        return None
-    start = matches[-1].end()
+def _matching_brace(text, start):
+    """Index of the '}' closing the group that starts at text[start] (just after a '{'), or -1."""
     depth = 1
     for i in range(start, len(text)):
         if text[i] == "{":
@@ -113,54 +286,442 @@ def extract_boxed(text):
         elif text[i] == "}":
             depth -= 1
             if depth == 0:
-                content = text[start:i].strip()
-                return content or None
-    return None
+                return i
+    return -1
 
 
-def _answer_to_str(gold):
-    if gold is None:
-        return ""
-    if isinstance(gold, bool):
-        return str(gold)
-    if isinstance(gold, int):
-        return str(gold)
-    if isinstance(gold, float):
-        return str(int(gold)) if gold.is_integer() else repr(gold)
-    if isinstance(gold, (list, tuple)):
-        return ", ".join(_answer_to_str(g) for g in gold)
-    return str(gold).strip()
+def extract_boxed(text):
+    """Content of the last \\boxed{...} (or \\fbox{...}), nested braces handled; None if absent or cut off."""
+    if not isinstance(text, str):
+        return None
+    starts = [m.end() for m in _BOX.finditer(text)]
+    if not starts:
+        return None
+    # the LAST box decides: if the generation stopped inside it, the model gave no final answer
+    end = _matching_brace(text, starts[-1])
+    return (text[starts[-1]:end].strip() or None) if end >= 0 else None
+
+
+_DELIMS = [("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")]
+
+
+def _strip_math_delims(s):
+    """'$\\frac12$' -> '\\frac12': dataset golds (OlympiadBench) and model answers are often wrapped."""
+    s = s.strip()
+    changed = True
+    while changed:
+        changed = False
+        for left, right in _DELIMS:
+            if len(s) > len(left) + len(right) - 1 and s.startswith(left) and s.endswith(right):
+                s, changed = s[len(left):len(s) - len(right)].strip(), True
+        box = _BOX.match(s)
+        if box and _matching_brace(s, box.end()) == len(s) - 1:  # the whole answer is one \\boxed{...}
+            s, changed = s[box.end():-1].strip(), True
+    return s
+
+
+_TEXT_WRAP = re.compile(r"^\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}$")
+_CHOICE = re.compile(r"^\(?([A-E])\)?$")
+
+
+def _clean(ans):
+    """Normalisation that never changes a mathematical value: delimiters, a whole-answer \\text{}, trailing
+    period, (C) -> C."""
+    s = _strip_math_delims(ans)
+    m = _TEXT_WRAP.match(s)
+    if m:
+        s = m.group(1).strip()
+    s = s.rstrip(".").strip()
+    m = _CHOICE.match(s)
+    return m.group(1) if m else s
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Math grading, step 2: fast exact and numeric checks (no sympy: most answers are plain numbers)
+
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:(?:\{,\}|,|\\,|\\!|\s)\d{3})+(?:\.\d+)?$")  # 14{,}916  10\,000  1,234
+_NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")  # 27  27.0  025  .5  1e-5  4.5E+33
+
+
+def _as_number(s):
+    """A plain decimal / scientific number as an exact Decimal, else None (LaTeX goes to math-verify)."""
+    s = s.replace(" ", "") if not _THOUSANDS.match(s) else re.sub(r"\{,\}|,|\\,|\\!|\s", "", s)
+    s = s.replace("\\!", "")
+    if not _NUMBER.match(s):
+        return None
+    return decimal.Decimal(s)
+
+
+def _numbers_close(a, b):
+    """|a - b| <= ABS_TOL and <= REL_TOL * max(|a|, |b|), computed exactly (Decimal or float inputs)."""
+    with decimal.localcontext() as ctx:
+        ctx.prec, ctx.Emax, ctx.Emin = 60, decimal.MAX_EMAX, decimal.MIN_EMIN
+        a, b = decimal.Decimal(a), decimal.Decimal(b)
+        if a == b:
+            return True
+        diff = abs(a - b)
+        # absolute test = math-verify's 6-decimal rounding; the relative one keeps 1e-7 != 2e-7
+        return diff <= decimal.Decimal(ABS_TOL) and diff <= decimal.Decimal(REL_TOL) * max(abs(a), abs(b))
+
+
+_SCI = re.compile(r"(?<![\w.\\])(\d+(?:\.\d*)?|\.\d+)[eE]([+-]?\d+)(?![\w.])")
+
+
+def _latex_ready(s):
+    # 4.5e33 -> 4.5\times10^{33}: math-verify's LaTeX parser would read e as Euler's number (4.5*E*33)
+    return _SCI.sub(lambda m: f"{m.group(1)}\\times10^{{{m.group(2)}}}", s)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Math grading, step 3: math-verify in a worker process, with a watchdog
+#
+# Why a process: math-verify guards its sympy calls with signal.alarm, which (a) raises in any thread but
+# the main one and (b) cannot interrupt one long C-level operation (a huge integer power). A worker that
+# the parent kills after GRADE_TIMEOUT bounds every call, from any thread; the lock serialises callers.
 
 
 def _mv_equal(gold, pred):
+    """Worker side: does math-verify find pred equivalent to gold? (asymmetric: gold first, as math-verify asks)"""
+    import sympy
     from math_verify import parse, verify
 
-    in_main = threading.current_thread() is threading.main_thread()
-    t = 5 if in_main else None
+    g = parse("\\boxed{" + gold + "}", parsing_timeout=MV_TIMEOUT)
+    p = parse("\\boxed{" + pred + "}", parsing_timeout=MV_TIMEOUT)
+    if not g or not p or not verify(g, p, timeout_seconds=MV_TIMEOUT):
+        return False
+    # math-verify compares floats rounded to 6 decimals, so every number below 5e-7 would equal every other:
+    # re-check plain numbers with our absolute AND relative tolerance
+    g0 = next((x for x in g if isinstance(x, sympy.Basic)), None)
+    p0 = next((x for x in p if isinstance(x, sympy.Basic)), None)
+    if g0 is not None and p0 is not None and (g0.has(sympy.Float) or p0.has(sympy.Float)) \
+            and g0.is_number and p0.is_number:
+        gv, pv = complex(sympy.N(g0, 30)), complex(sympy.N(p0, 30))
+        return _numbers_close(gv.real, pv.real) and _numbers_close(gv.imag, pv.imag)
+    return True
+
+
+def _grader_worker_main():
+    """Worker loop: one JSON request per stdin line -> '1' or '0' per line on the protocol pipe."""
+    from math_verify.errors import TimeoutException
+
+    proto = os.fdopen(os.dup(1), "w")  # the protocol keeps the real stdout ...
+    os.dup2(2, 1)  # ... and anything a library prints goes to stderr, so it cannot corrupt the protocol
+    try:  # a pathological expression gets MemoryError instead of eating the machine
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+    except (ValueError, OSError):
+        pass
+    import logging
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # its timeout warnings are expected here
+    _mv_equal("1", "1")  # import and warm up sympy/antlr before saying ready
+    proto.write("ready\n")
+    proto.flush()
+    for line in sys.stdin:
+        try:
+            req = json.loads(line)
+            ok = _mv_equal(req["gold"], req["pred"]) or (req["symmetric"] and _mv_equal(req["pred"], req["gold"]))
+        except (Exception, TimeoutException):
+            ok = False
+        proto.write("1\n" if ok else "0\n")
+        proto.flush()
+
+
+class _Grader:
+    """Parent side: owns the worker process, restarts it after a timeout or a crash."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.proc, self.pid, self.buf = None, None, b""
+
+    def _start(self):
+        code = "import sys; sys.path.insert(0, sys.argv[1]); import evaluate; evaluate._grader_worker_main()"
+        here = os.path.dirname(os.path.abspath(__file__))
+        self.proc = subprocess.Popen([sys.executable, "-c", code, here], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.pid, self.buf = os.getpid(), b""
+        if self._readline(120.0) != "ready":  # imports take ~1-2 s; a dead worker reads as ""
+            self._kill()
+            raise RuntimeError("math-verify worker failed to start (is math-verify installed?)")
+
+    def _kill(self):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc.stdin.close()
+            self.proc.stdout.close()
+        self.proc = None
+
+    def _readline(self, timeout):
+        """One line from the worker within `timeout` seconds, '' on EOF, None on timeout."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return ""
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode()
+
+    def equal(self, gold, pred, symmetric, timeout):
+        with self.lock:
+            try:
+                # a forked child (DataLoader worker...) must not share the parent's pipes
+                if self.proc is None or self.proc.poll() is not None or self.pid != os.getpid():
+                    self.proc = None if self.pid != os.getpid() else self.proc
+                    self._kill()
+                    self._start()
+                msg = json.dumps({"gold": gold, "pred": pred, "symmetric": symmetric}) + "\n"
+                self.proc.stdin.write(msg.encode())
+                self.proc.stdin.flush()
+                answer = self._readline(timeout)
+            except (OSError, ValueError, RuntimeError):
+                answer = None
+            if answer not in ("0", "1"):  # timeout or crash: the worker's state is unknown, replace it
+                self._kill()
+                return False
+            return answer == "1"
+
+
+_GRADER = _Grader()
+atexit.register(lambda: _GRADER._kill())
+
+
+def _equivalent(gold, pred, symmetric=False, timeout=None):
+    """Two answer strings: exact match, numeric match, then math-verify under the watchdog. Never raises."""
     try:
-        g = parse("\\boxed{" + gold + "}", parsing_timeout=t)
-        p = parse("\\boxed{" + pred + "}", parsing_timeout=t)
-        return bool(g and p and verify(g, p, timeout_seconds=t))
+        gold, pred = _clean(_answer_to_str(gold)), _clean(_answer_to_str(pred))
+        if not gold or not pred:
+            return False
+        if gold == pred:
+            return True
+        g, p = _as_number(gold), _as_number(pred)
+        if g is not None and p is not None:  # both plain numbers: decided here, exactly
+            return _numbers_close(g, p)
+        return _GRADER.equal(_latex_ready(gold), _latex_ready(pred), symmetric,
+                             GRADE_TIMEOUT if timeout is None else timeout)
+    except Exception:  # a malformed answer is a wrong answer
+        return False
+
+
+def grade_math(response, gold, timeout=None):
+    """True when the last complete \\boxed{} of `response` is mathematically equal to `gold` (str/int/float)."""
+    pred = extract_boxed(response)
+    if pred is None:
+        return False
+    return _equivalent(gold, pred, timeout=timeout)
+
+
+def answers_equal(a, b, timeout=None):
+    """Mathematical equivalence of two extracted answers (self-consistency voting): symmetric."""
+    return _equivalent(a, b, symmetric=True, timeout=timeout)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Code grading: a sandboxed subprocess per program
+
+CODE_MEMORY_MB = 2048  # RLIMIT_AS: address space, a bit above what python + numpy need to start
+CODE_FILE_MB = 16  # RLIMIT_FSIZE: largest file (stdout included: it is captured in a file)
+_BOOTSTRAP = """
+import resource, runpy, sys
+mem, cpu, fsize = {mem}, {cpu}, {fsize}
+# soft = hard, so the program cannot raise them again (unprivileged users; root can)
+resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+sys.argv = ["main.py"]
+runpy.run_path("main.py", run_name="__main__")
+"""
+
+
+def extract_code(text):
+    """The last ```python (or bare ```) block of a response; the whole text when there is no fence."""
+    blocks = re.findall(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", text or "", flags=re.S | re.I)
+    return blocks[-1] if blocks else (text or "")
+
+
+def _pids_with_token(token):
+    """Pids whose environment holds our sandbox token: catches children that left the process group."""
+    pids = []
+    for d in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/environ", "rb") as f:
+                    if token in f.read():
+                        pids.append(int(d))
+            except OSError:
+                continue
+    return pids
+
+
+def _run_sandboxed(source, stdin_text=None, timeout=10.0, memory_mb=CODE_MEMORY_MB):
+    """Run `source` as a program; returns (exit code or None on timeout, stdout text)."""
+    with tempfile.TemporaryDirectory(prefix="em_code_") as tmp:
+        with open(os.path.join(tmp, "main.py"), "w") as f:
+            f.write(source)
+        with open(os.path.join(tmp, "stdin.txt"), "w") as f:
+            f.write(stdin_text or "")
+        token = f"EM_SANDBOX_{os.getpid()}_{time.monotonic_ns()}"
+        # scrubbed environment: no API keys, no PYTHONPATH, no CUDA; HOME/TMPDIR inside the sandbox dir
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8",
+               "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "EM_SANDBOX": token}
+        boot = _BOOTSTRAP.format(mem=memory_mb << 20, cpu=int(math.ceil(timeout)) + 1, fsize=CODE_FILE_MB << 20)
+        out_path = os.path.join(tmp, ".stdout")
+        with open(os.path.join(tmp, "stdin.txt")) as fin, open(out_path, "w") as fout:
+            # stdout goes to a file (bounded by RLIMIT_FSIZE), not a pipe that a runaway print could flood;
+            # start_new_session: own process group, so the whole tree can be killed at once
+            proc = subprocess.Popen([sys.executable, "-I", "-c", boot], cwd=tmp, env=env, stdin=fin,
+                                    stdout=fout, stderr=subprocess.DEVNULL, start_new_session=True)
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                code = None
+            finally:
+                # kill whatever is left: the group first, then stragglers that called setsid()
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                proc.wait()
+                for pid in _pids_with_token(token.encode()):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+        with open(out_path, errors="replace") as f:
+            return code, f.read()
+
+
+def _lines(text):
+    return [line.strip() for line in text.strip().splitlines()]
+
+
+def run_code(code, tests, timeout=10.0):
+    """True when `code` passes `tests`: assert-style Python (str) appended to the program, or a list of
+    {"input", "output"} stdin/stdout cases compared line by line after stripping whitespace."""
+    try:
+        if isinstance(tests, str):
+            rc, _ = _run_sandboxed(f"{code}\n\n{tests}\n", timeout=timeout)
+            return rc == 0
+        if not tests:
+            return False  # nothing to check is not a pass
+        for case in tests:
+            rc, out = _run_sandboxed(code, stdin_text=case["input"], timeout=timeout)
+            if rc != 0 or _lines(out) != _lines(case["output"]):
+                return False  # first failing case decides, like LiveCodeBench
+        return True
     except Exception:
         return False
 
 
-def answers_equal(a, b):
-    a, b = _answer_to_str(a), _answer_to_str(b)
-    if not a or not b:
-        return False
-    return a == b or _mv_equal(a, b) or _mv_equal(b, a)
+def pass_at_k(n, c, k):
+    """Unbiased pass@k (Chen et al. 2021): 1 - C(n-c, k) / C(n, k), n samples of which c are correct."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
+    if n - c < k:
+        return 1.0
+    # C(n-c, k) / C(n, k) = prod_{i=n-c+1}^{n} (1 - k / i): a product of numbers in (0, 1], no overflow
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
-def grade_math(response, gold):
-    pred = extract_boxed(response)
-    gold = _answer_to_str(gold)
-    if pred is None or not gold:
-        return False
-    return pred == gold or _mv_equal(gold, pred)
-
-
-def grade(record, response):
+def grade(record, response, timeout=None):
+    """Grade one response against a problem record (or a results-file record): code when it has tests."""
     if record.get("tests"):
-        raise NotImplementedError("code grading arrives in the next commit")
+        return run_code(extract_code(response), record["tests"], timeout=10.0 if timeout is None else timeout)
     return grade_math(response, record.get("answer", record.get("gold")))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI: re-grade results files and compare them side by side
+
+
+def _read_results(path):
+    """Yield (line number, record) for the usable lines of a results file; warn about and skip the rest."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                print(f"warning: {path}:{lineno}: not valid JSON ({e.msg}); line skipped", file=sys.stderr)
+                continue
+            if isinstance(rec, dict) and set(rec) == {"config"}:
+                continue  # the optional first line with the run's arguments
+            if not isinstance(rec, dict) or not ("response" in rec or "responses" in rec) \
+                    or not ("gold" in rec or "answer" in rec or rec.get("tests")):
+                fields = ", ".join(rec) if isinstance(rec, dict) else type(rec).__name__
+                print(f"warning: {path}:{lineno}: needs response(s) and gold (or tests); it has: {fields}; "
+                      f"line skipped", file=sys.stderr)
+                continue
+            yield lineno, rec
+
+
+def summarize(path):
+    """Re-grade one results file -> dict of the table's columns (None: not recorded)."""
+    correct, flips, tokens, entropy, samples = [], 0, [], [], []
+    for lineno, rec in _read_results(path):
+        responses = rec.get("responses") or [rec.get("response") or ""]
+        main = rec.get("response", responses[0]) or ""
+        ok = grade(rec, main)
+        correct.append(ok)
+        flips += "correct" in rec and bool(rec["correct"]) != ok
+        if len(responses) > 1:  # several samples of one problem: (n, c) for pass@k
+            samples.append((len(responses), sum(grade(rec, r) for r in responses)))
+        if isinstance(rec.get("tokens"), (int, float)):
+            tokens.append(rec["tokens"])
+        if isinstance(rec.get("entropy"), (int, float)):
+            entropy.append(rec["entropy"])
+    row = {"file": path, "n": len(correct), "accuracy": None, "pass@1": None, "pass@k": None, "k": None,
+           "tokens": None, "entropy": None, "flips": flips}
+    if correct:
+        row["accuracy"] = sum(correct) / len(correct)
+    if samples and len(samples) == len(correct):  # pass@k only when every problem has several samples
+        k = min(n for n, _ in samples)
+        row["k"] = k
+        row["pass@1"] = sum(pass_at_k(n, c, 1) for n, c in samples) / len(samples)
+        row["pass@k"] = sum(pass_at_k(n, c, k) for n, c in samples) / len(samples)
+    if tokens:
+        row["tokens"] = sum(tokens) / len(tokens)
+    if entropy:
+        row["entropy"] = sum(entropy) / len(entropy)
+    return row
+
+
+def _fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Re-grade results files (one JSON record per problem) and "
+                                                 "print one comparison row per file.")
+    parser.add_argument("files", nargs="+", help="results .jsonl files written by em_inf.py / em_ft.py / em_rl.py")
+    args = parser.parse_args(argv)
+    rows = []
+    for path in args.files:
+        if not os.path.isfile(path):
+            print(f"error: {path}: no such file", file=sys.stderr)
+            continue
+        row = summarize(path)
+        if row["n"] == 0:
+            print(f"error: {path}: no gradable records", file=sys.stderr)
+            continue
+        rows.append(row)
+    if not rows:
+        print("error: nothing could be graded", file=sys.stderr)
+        return 1
+    print("| file | problems | accuracy | pass@1 | pass@k | mean tokens | mean entropy | regraded != stored |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        passk = f"{_fmt(r['pass@k'], '.1%')} (k={r['k']})" if r["k"] else "-"
+        print(f"| {r['file']} | {r['n']} | {_fmt(r['accuracy'], '.1%')} | {_fmt(r['pass@1'], '.1%')} | {passk} "
+              f"| {_fmt(r['tokens'], '.0f')} | {_fmt(r['entropy'], '.3f')} | {r['flips']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
