@@ -1,0 +1,635 @@
+"""em_inf.py: EM-INF, entropy minimization at inference time, plus the paper's decoding baselines.
+
+At every decoding step the frozen model's next-token logits z0 are treated as free parameters and
+pushed toward a lower-entropy distribution by a few Adam steps, then the sampling temperature is
+applied and a token is sampled:
+
+    z* ~= argmin_z  H(softmax(z)) + kl_weight * KL(softmax(z0) || softmax(z)),   y_t ~ softmax(z* / T)
+
+(at most --steps Adam steps from z = z0, each row stopping for good once H(softmax(z)) < --delta).
+Paper: Agarwal et al., "The Unreasonable Effectiveness of Entropy Minimization in LLM Reasoning",
+arXiv 2505.15134, Sec. 3.3 (Eq. 5) for EM-INF, Algorithm 1 for adaptive temperature, Table 3 for the
+baselines (greedy, sampling at T = 0.1, adaptive temperature, self-consistency N = 4).
+
+Differences from the paper and the official code (github shivamag125/EM_PT, EM-INF/*.sh and
+eval/UGPhysics/codes/min_entropy_gen.py):
+ 1. Batched. The official code decodes one prompt per `generate` call in 16 worker processes, and its
+    entropy `-(p * log(p + 1e-12)).sum()` has no dim, so it is only right at batch size 1. Here all
+    rows of a batch are optimized at once, each with its own Adam state and its own stopping step.
+ 2. Closed-form gradients instead of autograd: dH/dz = -p (z - E_p[z]), dKL(p0||p)/dz = p - p0, and
+    the exact entropy logsumexp(z) - E_p[z] instead of the official `log(p + 1e-12)`; the two agree
+    except on tokens with p below ~1e-10 (test_em_inf.py bounds the difference). The update is one
+    torch.compile'd function (--compile, on by default on CUDA).
+ 3. The model's generation_config is NOT applied. Calling `model.generate` makes the official EM-INF
+    code inherit Qwen2.5-Instruct's top-k 20, top-p 0.8 and repetition penalty 1.05 (after the
+    EM-INF update, in that order with the temperature) while its baselines run in vLLM without them.
+    Here these are flags, off by default; `--top-k 20 --top-p 0.8 --repetition-penalty 1.05
+    --prob-floor 1e-9` reproduces the official EM-INF sampler for those models.
+ 4. The official EM-INF sampler clamps probabilities to >= 1e-9 before sampling (at a 152k vocabulary
+    that is a ~1.5e-4 chance per token of an arbitrary token); here --prob-floor, off by default.
+ 5. Responses stop at the EOS / chat end tokens only; the official code also stops at the strings
+    "Question", "USER", "ASSISTANT", "Instruction", "Response", which can occur inside a solution.
+ 6. Self-consistency: like the official code, the response whose boxed answer is equivalent to the
+    most others wins, but ties go to the earliest sample (official: random) and equivalence is
+    evaluate.answers_equal (math-verify) instead of the UGPhysics judge.
+ 7. Data parallel with torchrun (one model per GPU, problems sharded) instead of a process pool;
+    results are streamed to a JSONL file, one line per problem, and a rerun resumes.
+
+Commands:
+    # GPU (paper Table 3 protocol, Qwen2.5-Math-7B-Instruct on MATH-500)
+    python em_inf.py --model Qwen/Qwen2.5-Math-7B-Instruct --dataset math500 --delta 0.3
+    python em_inf.py --model Qwen/Qwen2.5-Math-7B-Instruct --mode self_consistency --n 4
+    # data parallel on 8 GPUs: the problems are sharded, the results merged into one file
+    torchrun --nproc_per_node 8 em_inf.py --model Qwen/Qwen2.5-Math-7B-Instruct --dataset math500
+    # CPU smoke run with the local SmolLM2 (make local_models), about a minute
+    python em_inf.py --model local_models/smollm2 --dataset data/mini_math.jsonl --limit 4 --max-new-tokens 64
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import LogitsProcessor
+
+import entropy
+import evaluate
+
+
+def fail(message):
+    """Bad input: one line on stderr naming the problem and the fix, exit code 2, no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+# ---- arguments: the common flags come first, in this order, with these help texts ----
+def common_args(p, *, batch_size_default, batch_size_help):
+    p.add_argument("--model", default="Qwen/Qwen2.5-Math-7B", help="hub id or local folder (paper Sec. 4)")
+    p.add_argument("--dataset", default="math500", help="benchmark name or .jsonl/.json/.parquet file, see evaluate.load_problems")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N problems (ours: smoke runs)")
+    p.add_argument("--batch-size", type=int, default=batch_size_default, help=batch_size_help)
+    p.add_argument("--max-new-tokens", type=int, default=4096, help="response length cap (paper Sec. 4: 4096; 3072 for training)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same output (ours)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype; auto = bf16 on CUDA, float32 on CPU (ours)")
+    p.add_argument("--device", default="auto", help="auto = cuda if available else cpu (ours)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the hot entropy / logit-update functions; default on for CUDA, off on CPU (ours)")
+    return p
+
+
+# EM-INF hyperparameters of the official EM-INF/em_inf_eval.sh; the flags and EMInfLogitsProcessor use them
+DELTA, LR, STEPS, KL_WEIGHT, TEMPERATURE = 0.3, 0.1, 3, 0.05, 0.1
+MODES = ["em_inf", "greedy", "sample", "adaptive_temp", "self_consistency"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    common_args(p, batch_size_default=32,
+                batch_size_help="problems decoded together; self_consistency decodes batch-size x n sequences "
+                                "(ours: fits a 7B model at 4096 tokens on an 80 GB GPU)")
+    p.add_argument("--mode", default="em_inf", choices=MODES,
+                   help="em_inf (paper Sec. 3.3) or a Table 3 baseline: greedy, sample (at --temperature), "
+                        "adaptive_temp (Algorithm 1), self_consistency (majority of --n samples)")
+    p.add_argument("--delta", type=float, default=DELTA,
+                   help="entropy threshold in nats: EM-INF stops a row below it; adaptive_temp leaves rows below it "
+                        "alone (official em_inf_eval.sh: 0.3; paper Sec. 3.3: 0.1-0.5 best; official "
+                        "adaptive_temp_eval.sh: 1e-5)")
+    p.add_argument("--lr", type=float, default=LR, help="Adam learning rate on the logits (official em_inf_eval.sh, paper Sec. 3.3)")
+    p.add_argument("--steps", type=int, default=STEPS,
+                   help="max Adam steps per token (official em_inf_eval.sh: 3; paper Sec. 3.3: 5-15; UGPhysics code: 5)")
+    p.add_argument("--kl-weight", type=float, default=KL_WEIGHT,
+                   help="weight of KL(p0 || p) to the model's distribution (official em_inf_eval.sh: 0.05; UGPhysics code: 0.001)")
+    p.add_argument("--temperature", type=float, default=TEMPERATURE,
+                   help="sampling temperature for em_inf (applied after the update), sample and self_consistency; "
+                        "adaptive_temp picks its own per token (paper Sec. 4, official em_inf_eval.sh: 0.1)")
+    p.add_argument("--alpha", type=float, default=0.5,
+                   help="adaptive_temp target ratio: H* = max(delta, alpha * H) (paper Sec. 3.3: 0.4-0.6 best; "
+                        "official adaptive_temp_eval.sh: 0.85)")
+    p.add_argument("--n", type=int, default=4, help="samples per problem for self_consistency (paper Table 3: N = 4)")
+    p.add_argument("--top-k", type=int, default=0,
+                   help="keep the k most likely tokens, 0 = off (ours: off; the official EM-INF code leaks Qwen's "
+                        "generation_config top-k 20)")
+    p.add_argument("--top-p", type=float, default=1.0,
+                   help="nucleus sampling mass, 1 = off (ours: off; the official EM-INF code leaks top-p 0.8)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="HF-style penalty on tokens already in the prompt or response, 1 = off (ours: off; the "
+                        "official EM-INF code leaks 1.05)")
+    p.add_argument("--prob-floor", type=float, default=0.0,
+                   help="clamp sampling probabilities to at least this, 0 = off (ours: off; official EM-INF sampler: 1e-9)")
+    p.add_argument("--out", default=None,
+                   help="results JSONL, appended per problem, resumed on rerun (ours: results/<model>_<dataset>_<mode>.jsonl)")
+    args = p.parse_args(argv)
+    # one-line errors for values that would crash or silently do nothing later
+    checks = [(args.delta > 0, f"--delta must be > 0 (got {args.delta}): it is an entropy in nats, e.g. 0.3"),
+              (args.steps >= 1, f"--steps must be >= 1 (got {args.steps})"),
+              (args.batch_size >= 1, f"--batch-size must be >= 1 (got {args.batch_size})"),
+              (args.lr > 0, f"--lr must be > 0 (got {args.lr})"),
+              (args.kl_weight >= 0, f"--kl-weight must be >= 0 (got {args.kl_weight})"),
+              (args.temperature > 0, f"--temperature must be > 0 (got {args.temperature}); use --mode greedy for argmax"),
+              (0 < args.alpha <= 1, f"--alpha must be in (0, 1] (got {args.alpha})"),
+              (args.n >= 1, f"--n must be >= 1 (got {args.n})"),
+              (args.max_new_tokens >= 1, f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})"),
+              (args.limit is None or args.limit >= 1, f"--limit must be >= 1 (got {args.limit})"),
+              (args.top_k >= 0, f"--top-k must be >= 0 (got {args.top_k})"),
+              (0 < args.top_p <= 1, f"--top-p must be in (0, 1] (got {args.top_p})"),
+              (args.repetition_penalty > 0, f"--repetition-penalty must be > 0 (got {args.repetition_penalty})"),
+              (0 <= args.prob_floor < 1, f"--prob-floor must be in [0, 1) (got {args.prob_floor})")]
+    for ok, message in checks:
+        if not ok:
+            fail(message)
+    return args
+
+
+# ---- setup: distributed, device, dtype, seed, compile; printed once ----
+def setup(args):
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; a plain `python` run is world size 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if args.device == "auto":
+        args.device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if args.dtype == "auto":
+        args.dtype = "bfloat16" if device.type == "cuda" else "float32"
+    if args.compile is None:
+        args.compile = device.type == "cuda"
+    entropy.set_compile(args.compile)
+    torch.manual_seed(args.seed + rank)
+    if rank == 0:
+        print(f"device={device} dtype={args.dtype} compile={args.compile} world_size={world}", flush=True)
+        print("args: " + json.dumps(vars(args)), flush=True)
+    return rank, world, device, getattr(torch, args.dtype)
+
+
+def load_model(args, device, dtype):
+    """Model + left-padding tokenizer from a hub id or a local folder, one-line error if missing."""
+    if (os.path.sep in args.model or args.model.startswith(".")) and not os.path.isdir(args.model):
+        fail(f"model folder {args.model!r} does not exist: pass a local model folder or a hub id")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(args.model, padding_side="left")
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(device)
+    except OSError as e:
+        fail(f"cannot load model {args.model!r} ({str(e).splitlines()[0]}): check the name, or pass a local folder")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def stop_token_ids(model, tokenizer):
+    """EOS ids from the tokenizer, the generation config and the chat end token, whichever exist."""
+    ids = {tokenizer.eos_token_id}
+    gen_eos = model.generation_config.eos_token_id
+    ids |= set(gen_eos) if isinstance(gen_eos, (list, tuple)) else {gen_eos}
+    vocab = tokenizer.get_vocab()
+    ids |= {vocab[t] for t in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>") if t in vocab}
+    return sorted(i for i in ids if i is not None)
+
+
+# ---- sampling: our own batched KV-cache decode loop ----
+@torch.no_grad()
+def sample(model, tokenizer, prompts, max_new_tokens, pick_next, stop_ids):
+    """Decode a batch of prompt strings with the KV cache; static batch, finished rows masked.
+
+    pick_next(logits [B, V] float32, step) -> (next tokens [B] long, stats dict of [B] tensors)
+    is the only per-method part: temperature sampling, greedy or the EM-INF update.
+    Returns prompt_ids [B, P] (left padded), response ids [B, R] (pad after the stop token),
+    response_mask [B, R] (1 on generated tokens, stop token included), per-step stats [B, R] each.
+    With torch.distributed initialized, every rank keeps stepping until all ranks are done, so
+    collective ops inside the forward (FSDP2 all-gathers) stay in lock-step.
+    """
+    device = next(model.parameters()).device
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    ids, attn = enc.input_ids, enc.attention_mask
+    pos = (attn.cumsum(-1) - 1).clamp_min(0)  # left padding: positions count real tokens only
+    stop = torch.tensor(stop_ids, device=device)
+    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
+    out, stats = [], {}
+    cache, step_ids, step_pos = None, ids, pos
+    for step in range(max_new_tokens):
+        res = model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos, cache=cache,
+                    use_cache=True, logits_to_keep=1)
+        cache = res.cache
+        nxt, st = pick_next(res.logits[:, -1].float(), step)
+        nxt = torch.where(done, tokenizer.pad_token_id, nxt)  # finished rows emit padding
+        for k, v in st.items():
+            stats.setdefault(k, []).append(torch.where(done, torch.zeros_like(v), v))
+        out.append(torch.stack([nxt, (~done).long()], -1))
+        done |= torch.isin(nxt, stop)
+        all_done = done.all()
+        if dist.is_initialized():
+            flag = all_done.float()
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            all_done = flag.bool()
+        if all_done:
+            break
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], -1)
+        step_ids, step_pos = nxt[:, None], step_pos[:, -1:] + 1
+    out = torch.stack(out, 1)  # [B, R, 2]
+    return ids, out[..., 0], out[..., 1], {k: torch.stack(v, 1) for k, v in stats.items()}
+
+
+# ---- the method: EM-INF logit optimization (paper Sec. 3.3, Eq. 5) ----
+# torch.optim.Adam defaults, which the official code uses (it only sets lr)
+BETA1, BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
+
+
+@entropy.compiled
+def _softmax_stats(z):
+    """Row statistics of float32 logits z [B, V]: (max m [B, 1], log s [B, 1], E_p[z - m] [B, 1], H [B]).
+
+    s = sum_v exp(z_v - m); -inf logits get p = 0 and add exactly 0 (torch.where avoids 0 * -inf = NaN).
+    """
+    m = z.amax(dim=-1, keepdim=True)
+    zc = z - m
+    e = torch.exp(zc)
+    s = e.sum(dim=-1, keepdim=True)
+    ezc = torch.where(e > 0, e * zc, torch.zeros_like(e)).sum(dim=-1, keepdim=True) / s
+    # H = logsumexp(z) - E_p[z] = log s - E_p[z - m]   (shift-invariant, no log(p + eps))
+    return m, torch.log(s), ezc, (torch.log(s) - ezc).squeeze(-1)
+
+
+@entropy.compiled
+def _adam_step(z, exp_avg, exp_avg_sq, p0, m, log_s, ezc, active, c):
+    """One Adam step on L(z) = H(softmax z) + w KL(p0 || softmax z) for the rows where `active`.
+
+    z, exp_avg, exp_avg_sq, p0: [B, V] float32; m, log_s, ezc: [B, 1] from _softmax_stats(z);
+    active: [B] bool; c: [3] float32 tensor (lr / (1 - beta1^t), sqrt(1 - beta2^t), w), a tensor so that
+    new values of lr, t or w do not recompile. Inactive rows come back unchanged.
+    """
+    step_size, bias_correction2_sqrt, kl_weight = c[0], c[1], c[2]
+    zc = z - m
+    p = torch.exp(zc - log_s)  # softmax(z), 0 where z = -inf
+    # dH/dz = -p (z - E_p[z]);  dKL(p0 || p)/dz = p - p0   (masked tokens: p = p0 = 0, gradient 0)
+    grad = torch.where(p > 0, -p * (zc - ezc), torch.zeros_like(p)) + kl_weight * (p - p0)
+    # Adam: m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  z <- z - lr m_hat / (sqrt(v_hat) + eps)
+    new_avg = BETA1 * exp_avg + (1 - BETA1) * grad
+    new_avg_sq = BETA2 * exp_avg_sq + (1 - BETA2) * grad * grad
+    new_z = z - step_size * new_avg / (new_avg_sq.sqrt() / bias_correction2_sqrt + ADAM_EPS)  # -inf stays -inf
+    a = active.unsqueeze(-1)
+    return torch.where(a, new_z, z), torch.where(a, new_avg, exp_avg), torch.where(a, new_avg_sq, exp_avg_sq)
+
+
+_ADAM_CONSTANTS = {}
+
+
+def _adam_constants(lr, steps, kl_weight, device):
+    """[steps, 3] float32 on device: Adam's bias-corrected step sizes per iteration, and the KL weight.
+
+    Built once per setting and device, so the decode loop copies nothing to the GPU per token.
+    """
+    key = (float(lr), int(steps), float(kl_weight), str(device))
+    if key not in _ADAM_CONSTANTS:
+        rows = [[lr / (1 - BETA1 ** t), (1 - BETA2 ** t) ** 0.5, kl_weight] for t in range(1, steps + 1)]
+        _ADAM_CONSTANTS[key] = torch.tensor(rows, dtype=torch.float32, device=device)
+    return _ADAM_CONSTANTS[key]
+
+
+def minimize_entropy(logits, delta, lr, steps, kl_weight, return_steps=False):
+    """EM-INF: lower the entropy of each row of `logits` with a few Adam steps on the logits themselves.
+
+    logits: [B, V] (any float dtype; -inf entries allowed, each row needs one finite logit).
+    Per row, independently, exactly the official algorithm: fresh Adam state (torch defaults), then up
+    to `steps` times: if H(softmax(z)) < delta the row stops for good, else one Adam step on
+    H(softmax z) + kl_weight * KL(softmax(logits) || softmax z). Gradients are closed-form.
+    returns: the optimized float32 logits [B, V] (-inf stays -inf), and with return_steps=True also
+    the number of Adam steps each row took ([B] long, 0 for rows that start below delta).
+    """
+    z = logits.float()
+    consts = _adam_constants(lr, steps, kl_weight, z.device)
+    m, log_s, ezc, h = _softmax_stats(z)
+    p0 = torch.exp(z - m - log_s)  # the model's distribution, the KL anchor
+    exp_avg, exp_avg_sq = torch.zeros_like(z), torch.zeros_like(z)  # fresh Adam state per token
+    active = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
+    taken = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+    for t in range(steps):
+        if t > 0:
+            m, log_s, ezc, h = _softmax_stats(z)
+        # a row whose entropy fell below delta stops for good (official: `if entropy < threshold: break`)
+        active = active & (h >= delta)
+        if not active.any():  # every row is confident enough: skip the remaining steps
+            break
+        # all active rows have taken t steps so far, so one bias correction serves the whole batch
+        z, exp_avg, exp_avg_sq = _adam_step(z, exp_avg, exp_avg_sq, p0, m, log_s, ezc, active, consts[t])
+        taken += active
+    return (z, taken) if return_steps else z
+
+
+def adaptive_temperature(logits, delta, alpha, t_min=0.01, t_max=1.0, max_iter=100, tol=0.1):
+    """The paper's adaptive-temperature baseline (Algorithm 1): per row, scale the logits by 1/tau.
+
+    logits: [B, V]. Target H* = max(delta, alpha * H(z)); rows with H(z) <= delta keep tau = 1; the
+    others bisect tau in [t_min, t_max] until |H(z / tau) - H*| < tol or max_iter halvings
+    (defaults: official AdaptiveTemperatureProcessor and adaptive_temp_eval.sh). H(z / tau) grows with
+    tau (dH/dtau = Var_p(z) / tau^3 >= 0), so bisection is well posed. returns float32 z / tau [B, V].
+    """
+    z = logits.float()
+    h0 = entropy.token_entropy(z)
+    # H* = max(delta, alpha * H0)
+    target = (alpha * h0).clamp_min(delta)
+    lo, hi = torch.full_like(h0, t_min), torch.full_like(h0, t_max)
+    tau = torch.ones_like(h0)
+    searching = h0 > delta
+    for _ in range(max_iter):
+        if not searching.any():
+            break
+        mid = (lo + hi) / 2
+        h = entropy.token_entropy(z / mid.unsqueeze(-1))
+        tau = torch.where(searching, mid, tau)  # the official code keeps the last midpoint tried
+        hit = (h - target).abs() < tol
+        too_cold = h < target  # entropy too low: the temperature must go up
+        lo = torch.where(searching & ~hit & too_cold, mid, lo)
+        hi = torch.where(searching & ~hit & ~too_cold, mid, hi)
+        searching = searching & ~hit
+    return z / tau.unsqueeze(-1)
+
+
+# ---- the sampling filters the official EM-INF code inherits from generation_config (off by default) ----
+def repetition_penalty(z, seen, penalty):
+    """HF/CTRL repetition penalty: logits of tokens in `seen` [B, V] bool move toward -inf by `penalty`."""
+    # z_v <- z_v / penalty if z_v > 0 else z_v * penalty   (for every token already in the sequence)
+    return torch.where(seen, torch.where(z < 0, z * penalty, z / penalty), z)
+
+
+def top_k_top_p(z, top_k, top_p):
+    """Mask (-inf) all but the top_k largest logits (0 = off) and the smallest set of most likely tokens
+    whose probability reaches top_p (1 = off), as HF's TopK / TopP warpers, in that order."""
+    if top_k > 0:
+        kth = torch.topk(z, min(top_k, z.shape[-1]), dim=-1).values[:, -1:]  # [B, 1]
+        z = z.masked_fill(z < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_z, order = torch.sort(z, dim=-1, descending=True)
+        probs = torch.softmax(sorted_z, dim=-1)
+        # drop a token when the tokens ranked above it already hold top_p of the mass (the top one stays)
+        drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocabulary order
+        z = z.masked_fill(drop, float("-inf"))
+    return z
+
+
+class EMInfLogitsProcessor(LogitsProcessor):
+    """EM-INF as a transformers LogitsProcessor: the same update as minimize_entropy, then 1/temperature.
+
+        model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                       logits_processor=LogitsProcessorList([EMInfLogitsProcessor()]))
+
+    generate applies its own temperature / top-k / top-p BEFORE custom processors, so keep them off (as
+    above) to get EM-INF on the raw logits; em_inf.py's own loop does not need this and is faster.
+    """
+
+    def __init__(self, delta=DELTA, lr=LR, steps=STEPS, kl_weight=KL_WEIGHT, temperature=TEMPERATURE):
+        if delta <= 0 or steps < 1 or temperature <= 0:
+            raise ValueError(f"need delta > 0, steps >= 1, temperature > 0 (got {delta}, {steps}, {temperature})")
+        self.delta, self.lr, self.steps, self.kl_weight, self.temperature = delta, lr, steps, kl_weight, temperature
+
+    def __call__(self, input_ids, scores):
+        z = minimize_entropy(scores, self.delta, self.lr, self.steps, self.kl_weight)
+        return z / self.temperature
+
+
+def make_pick_next(args, seen=None):
+    """The per-step token choice of --mode, for sample(): (logits [B, V] float32, step) -> (tokens, stats).
+
+    seen: [B, V] bool tokens already in each sequence (prompt included), only with --repetition-penalty.
+    Order as in the official EM-INF sampler: EM-INF update, repetition penalty, temperature, top-k,
+    top-p, probability floor. stats per row: entropy (of the model's distribution), sampled_entropy
+    (of the distribution actually sampled from) and em_steps (EM-INF only).
+    """
+    rows = None
+
+    def pick_next(z0, step):
+        nonlocal rows
+        stats = {"entropy": entropy.token_entropy(z0)}
+        z = z0
+        if args.mode == "em_inf":
+            z, taken = minimize_entropy(z0, args.delta, args.lr, args.steps, args.kl_weight, return_steps=True)
+            stats["em_steps"] = taken.float()
+        if seen is not None:
+            z = repetition_penalty(z, seen, args.repetition_penalty)
+        if args.mode == "greedy":
+            nxt = z.argmax(dim=-1)
+        else:
+            z = adaptive_temperature(z, args.delta, args.alpha) if args.mode == "adaptive_temp" else z / args.temperature
+            z = top_k_top_p(z, args.top_k, args.top_p)
+            stats["sampled_entropy"] = entropy.token_entropy(z)
+            probs = torch.softmax(z, dim=-1)
+            if args.prob_floor > 0:
+                probs = probs.clamp_min(args.prob_floor)  # multinomial renormalizes
+            nxt = torch.multinomial(probs, num_samples=1).squeeze(1)
+        if seen is not None:
+            rows = torch.arange(z.shape[0], device=z.device) if rows is None else rows
+            seen[rows, nxt] = True
+        return nxt, stats
+
+    return pick_next
+
+
+def majority_vote(responses):
+    """Index of the response whose final \\boxed{} answer is equivalent to the most responses.
+
+    Pairwise equivalence (evaluate.answers_equal) as in the official self-consistency code, so a
+    non-transitive checker cannot split a cluster; no answer counts as matching nothing; ties go to
+    the earliest response (official: random).
+    """
+    answers = [evaluate.extract_boxed(r) for r in responses]
+    votes = [0] * len(responses)
+    for i, a in enumerate(answers):
+        for j in range(i, len(answers)):
+            if a is not None and answers[j] is not None and (i == j or evaluate.answers_equal(a, answers[j])):
+                votes[i] += 1
+                votes[j] += int(i != j)
+    return max(range(len(responses)), key=lambda i: (votes[i], -i))
+
+
+@torch.no_grad()
+def solve_batch(model, tokenizer, records, args, stop_ids):
+    """Decode and grade one batch of problems; returns (result rows, generated tokens, decode seconds)."""
+    k = args.n if args.mode == "self_consistency" else 1
+    prompts = [evaluate.build_prompt(tokenizer, r) for r in records for _ in range(k)]  # problem-major
+    seen = None
+    if args.repetition_penalty != 1.0:
+        # the prompt counts as "already generated", as in HF generate (padding does not)
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        seen = torch.zeros(len(prompts), model.config.vocab_size, dtype=torch.bool, device=model.device)
+        seen.scatter_(1, enc.input_ids, enc.attention_mask.bool())
+    t0 = time.perf_counter()
+    _, resp, mask, stats = sample(model, tokenizer, prompts, args.max_new_tokens, make_pick_next(args, seen), stop_ids)
+    lengths = mask.sum(1).cpu()  # [B*k]; .cpu() waits for the GPU, so the time below is the decode time
+    seconds = time.perf_counter() - t0
+    # per-sequence sums of each stat over its response tokens (stats are 0 after the stop token)
+    sums = {name: v.sum(1).cpu() for name, v in stats.items()}
+    resp = resp.cpu()
+    texts = [tokenizer.decode(resp[i, :lengths[i]], skip_special_tokens=True) for i in range(len(prompts))]
+    rows = []
+    for p, rec in enumerate(records):
+        idx = list(range(p * k, (p + 1) * k))
+        tokens = int(lengths[idx].sum())
+        best = idx[majority_vote([texts[i] for i in idx])] if k > 1 else idx[0]
+        row = {"id": rec["id"], "problem": rec["problem"], "gold": rec.get("answer", ""), "response": texts[best],
+               "correct": bool(evaluate.grade(rec, texts[best])), "tokens": tokens, "mode": args.mode}
+        # token-weighted means over all samples of this problem
+        row.update({name: float(s[idx].sum()) / max(tokens, 1) for name, s in sums.items()})
+        if k > 1:
+            row["responses"] = [texts[i] for i in idx]
+            row["corrects"] = [bool(evaluate.grade(rec, texts[i])) for i in idx]
+        if rec.get("tests"):
+            row["tests"] = rec["tests"]
+        rows.append(row)
+    return rows, int(lengths.sum()), seconds
+
+
+# ---- results file: one JSON line per problem, appended as each finishes, resumable ----
+# settings that change the responses: a results file must not mix two of them
+RUN_KEYS = ["model", "dataset", "mode", "delta", "lr", "steps", "kl_weight", "temperature", "alpha", "n",
+            "max_new_tokens", "seed", "top_k", "top_p", "repetition_penalty", "prob_floor"]
+
+
+def default_out(args):
+    model = os.path.basename(os.path.normpath(args.model))
+    dataset = os.path.splitext(os.path.basename(os.path.normpath(args.dataset)))[0]
+    return os.path.join("results", f"{model}_{dataset}_{args.mode}.jsonl")
+
+
+def read_results(path):
+    """(config or None, {id: row}) from a results file; a line cut off by a crash is ignored."""
+    config, rows = None, {}
+    if not os.path.exists(path):
+        return config, rows
+    with open(path) as f:
+        for line in f:
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "config" in obj:
+                config = obj["config"]
+            elif "id" in obj:
+                rows[str(obj["id"])] = obj
+    return config, rows
+
+
+def merge_parts(out, world):
+    """Move the rows of per-rank files out.part<r> (this run's or an interrupted one's) into out."""
+    _, have = read_results(out)
+    directory = os.path.dirname(out) or "."
+    parts = sorted(f for f in os.listdir(directory) if f.startswith(os.path.basename(out) + ".part"))
+    with open(out, "a") as f:
+        for name in parts:
+            path = os.path.join(directory, name)
+            for rid, row in read_results(path)[1].items():
+                if rid not in have:
+                    have[rid] = row
+                    f.write(json.dumps(row) + "\n")
+            os.remove(path)
+
+
+def start_results(args, rank, world):
+    """Create or check args.out (rank 0) and return the ids already finished (all ranks)."""
+    if rank == 0:
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        config, _ = read_results(args.out)
+        if config is None and not os.path.exists(args.out):
+            with open(args.out, "w") as f:
+                f.write(json.dumps({"config": vars(args)}) + "\n")
+        elif config is not None:
+            changed = [k for k in RUN_KEYS if k in config and config[k] != getattr(args, k)]
+            if changed:
+                fail(f"{args.out} holds a run with other settings ({', '.join(f'{k}={config[k]}' for k in changed)}): "
+                     "pass another --out or the same settings")
+        merge_parts(args.out, world)
+    if world > 1:
+        dist.barrier()
+    return set(read_results(args.out)[1])
+
+
+def summarize(args, model, tokenizer, problems, decode_tokens, decode_seconds):
+    """Print the results table and, as the last stdout line, the JSON summary over all finished problems."""
+    _, done = read_results(args.out)
+    rows = [done[p["id"]] for p in problems if p["id"] in done]
+    k = args.n if args.mode == "self_consistency" else 1
+    # FLOPs ~ 2 x parameters x tokens processed (prompt once per sample + generated), paper's 2PD convention
+    prompt_tokens = sum(len(tokenizer(evaluate.build_prompt(tokenizer, p), add_special_tokens=False).input_ids)
+                        for p in problems if p["id"] in done) * k
+    generated = sum(r["tokens"] for r in rows)
+    params = sum(p.numel() for p in model.parameters())
+
+    def mean(key):
+        vals = [r[key] for r in rows if key in r]
+        return round(sum(vals) / len(vals), 4) if vals else None
+
+    summary = {"mode": args.mode, "model": args.model, "dataset": args.dataset, "n": len(rows),
+               "samples_per_problem": k, "accuracy": round(sum(r["correct"] for r in rows) / max(len(rows), 1), 4),
+               "generated_tokens": generated,
+               "tokens_per_second": round(decode_tokens / decode_seconds, 2) if decode_seconds > 0 else None,
+               "flops": 2 * params * (prompt_tokens + generated),
+               "entropy": mean("entropy"), "sampled_entropy": mean("sampled_entropy"), "em_steps": mean("em_steps"),
+               "out": args.out}
+    print(f"\n| mode | problems | accuracy | generated tokens | tokens/s (this run) | TFLOPs | entropy | EM steps |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| {args.mode} | {len(rows)} | {summary['accuracy']:.3f} | {generated} | {summary['tokens_per_second']} "
+          f"| {summary['flops'] / 1e12:.3g} | {summary['entropy']} | {summary['em_steps']} |")
+    print(json.dumps(summary), flush=True)
+    return summary
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    args.out = args.out or default_out(args)
+    rank, world, device, dtype = setup(args)
+    try:
+        problems = evaluate.load_problems(args.dataset, limit=args.limit)
+    except evaluate.InputError as e:
+        fail(str(e))
+    model, tokenizer = load_model(args, device, dtype)
+    model.eval()
+    stop_ids = stop_token_ids(model, tokenizer)
+
+    finished = start_results(args, rank, world)
+    todo = [p for p in problems if p["id"] not in finished]
+    shard = todo[rank::world]
+    # every rank runs the same number of batches (sample() steps all ranks together); a rank that has run
+    # out of problems decodes a throw-away copy of the first one
+    per_rank = -(-len(todo) // world)
+    n_batches = -(-per_rank // args.batch_size)
+    path = args.out if world == 1 else f"{args.out}.part{rank}"
+    bar = tqdm(total=len(shard), desc=f"{args.mode}", disable=rank != 0, dynamic_ncols=True)
+    decode_tokens, decode_seconds, n_correct, n_done = 0, 0.0, 0, 0
+    with open(path, "a") as f:
+        for b in range(n_batches):
+            batch = shard[b * args.batch_size:(b + 1) * args.batch_size]
+            rows, generated, seconds = solve_batch(model, tokenizer, batch or todo[:1], args, stop_ids)
+            decode_seconds += seconds
+            if not batch:
+                continue
+            decode_tokens += generated
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+                f.flush()  # an interrupted run keeps every finished problem
+            n_correct, n_done = n_correct + sum(r["correct"] for r in rows), n_done + len(rows)
+            bar.update(len(rows))
+            bar.set_postfix(acc=f"{n_correct / n_done:.3f}", tok_s=f"{decode_tokens / decode_seconds:.1f}")
+    bar.close()
+
+    if world > 1:
+        # tokens/s of the whole job: all tokens over the slowest rank's decode time
+        tokens = torch.tensor([decode_tokens], dtype=torch.float64, device=device)
+        seconds = torch.tensor([decode_seconds], dtype=torch.float64, device=device)
+        dist.all_reduce(tokens, op=dist.ReduceOp.SUM)
+        dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
+        decode_tokens, decode_seconds = int(tokens.item()), seconds.item()
+        dist.barrier()
+        if rank == 0:
+            merge_parts(args.out, world)
+    if rank == 0:
+        summarize(args, model, tokenizer, problems, decode_tokens, decode_seconds)
+    if world > 1:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
