@@ -1,0 +1,599 @@
+"""em_ft.py: EM-FT, fine-tuning a model to minimize the token entropy of its own samples (no labels).
+
+Objective (ours: a token mean over every response token of the step, see difference 1):
+
+    L(theta) = sum_{i,t} H(pi_theta(. | x_i, y_i,<t)) / sum_i |y_i|  [+ kl_coef * KL_k3(pi_theta || pi_ref)],
+    y_i ~ pi_theta(. | x_i) at temperature 1, sampled without gradient and held fixed,
+
+with H(p) = -sum_v p_v log p_v in nats. Paper: Agarwal et al., "The Unreasonable Effectiveness of
+Entropy Minimization in LLM Reasoning", arXiv 2505.15134, Sec. 3.1, Eq. 2. Each step samples
+--samples-per-prompt responses for --batch-size unlabeled prompts (only the problem text is used),
+then takes one AdamW step on L. The entropy is computed from the final hidden states and the lm_head
+weight in chunks (entropy.response_entropy_logprob), so the [B, T, V] logits never exist.
+
+Differences from the paper (the official repo, shivamag125/EM_PT, has no EM-FT code at all: the
+optimizer settings below follow its EM-RL verl config):
+ 1. Normalization: Eq. 2 sums H over the tokens of each response and averages over the N samples,
+    so a response's weight grows with its length and the loss scale with the response length. We
+    divide by the number of response tokens in the whole step (all prompts, samples, ranks and
+    micro-batches), so every token weighs the same. The gradient direction differs by per-response
+    length weights; the two agree up to a constant factor only when all responses have equal length.
+ 2. KL (--kl-coef, paper variant 0.001): the paper does not name an estimator; we use k3 on the
+    sampled tokens, exp(r) - r - 1 with r = log pi_ref(y_t) - log pi_theta(y_t) clamped to [-10, 10]
+    (verl's low_var_kl, as in the official EM-RL), token-mean like the entropy term.
+ 3. Training data: the paper uses 35K NuminaMath prompts (25K Eurus-2 code prompts for coding);
+    --dataset defaults to math500 only because evaluate.py names it; pass your own .jsonl.
+ 4. Sampling: our batched KV-cache loop (no vLLM), plain temperature sampling (no top-k/top-p and
+    none of the model's generation_config), --micro-batch-size prompts per call.
+ 5. Precision: float32 master weights; the forward runs in --dtype (bf16 on CUDA) under autocast in
+    one process and through FSDP2's MixedPrecisionPolicy (fp32 gradient reduction) under torchrun.
+ 6. Stopping: the paper early-stops around 40 steps; --steps is a fixed count (default 40), with
+    --eval-dataset/--eval-every to watch accuracy. The learning rate is constant (no warmup), as in
+    the official config.
+
+Commands:
+  1 GPU (a 1.5B model fits 80 GB with fp32 AdamW; 7B needs FSDP):
+    python em_ft.py --model Qwen/Qwen2.5-Math-1.5B --dataset numina.jsonl --micro-batch-size 16 --out runs/em_ft_1p5b
+  8 GPUs, FSDP2 (the paper's setup):
+    torchrun --nproc_per_node 8 em_ft.py --model Qwen/Qwen2.5-Math-7B --dataset numina.jsonl \
+        --gradient-checkpointing --eval-dataset math500 --eval-every 10 --out runs/em_ft_7b
+  CPU smoke (about a minute):
+    python em_ft.py --model local_models/smollm2 --dataset data/mini_math.jsonl --batch-size 2 \
+        --micro-batch-size 2 --steps 2 --max-new-tokens 16 --out runs/em_ft_smoke
+Rerunning a command resumes from its --out folder; Ctrl-C finishes the step, saves and exits.
+"""
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
+                                                     set_optimizer_state_dict)
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import entropy
+import evaluate
+
+
+def fail(message):
+    """Bad input: one line on stderr naming the problem and the fix, exit code 2, no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+# ---- arguments: the common flags come first, in this order, with these help texts ----
+def common_args(p, *, batch_size_default, batch_size_help):
+    p.add_argument("--model", default="Qwen/Qwen2.5-Math-7B", help="hub id or local folder (paper Sec. 4)")
+    p.add_argument("--dataset", default="math500", help="benchmark name or .jsonl/.json/.parquet file, see evaluate.load_problems")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N problems (ours: smoke runs)")
+    p.add_argument("--batch-size", type=int, default=batch_size_default, help=batch_size_help)
+    p.add_argument("--max-new-tokens", type=int, default=4096, help="response length cap (paper Sec. 4: 4096; 3072 for training)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same output (ours)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype; auto = bf16 on CUDA, float32 on CPU (ours)")
+    p.add_argument("--device", default="auto", help="auto = cuda if available else cpu (ours)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the hot entropy / logit-update functions; default on for CUDA, off on CPU (ours)")
+    return p
+
+
+# ---- training arguments: shared by em_ft.py and em_rl.py, same names and defaults ----
+def training_args(p, *, steps_default, steps_help):
+    p.set_defaults(max_new_tokens=3072)  # training responses are capped at 3072 tokens (paper App.)
+    p.add_argument("--steps", type=int, default=steps_default, help=steps_help)
+    p.add_argument("--lr", type=float, default=1e-6, help="AdamW learning rate, constant (official EM-RL config: 1e-6)")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (official EM-RL config: 0.01)")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="clip the global gradient norm to this (paper / official config: 1.0)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the training responses (paper Sec. 3: 1.0)")
+    p.add_argument("--max-prompt-tokens", type=int, default=1024, help="skip longer prompts (paper App.: prompts <= 1024 tokens)")
+    p.add_argument("--micro-batch-size", type=int, default=8, help="sequences per sampling call and per forward/backward on each rank; gradients accumulate to the full batch (ours: 7B, 4K tokens, 80 GB)")
+    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False, help="recompute each layer's activations in backward: far less activation memory for ~30%% more compute (ours)")
+    p.add_argument("--out", default=os.path.join("runs", os.path.basename(__file__)[:-3]), help="run folder: metrics.jsonl, the latest model (save_pretrained) and train_state.pt; rerunning resumes from it (ours)")
+    p.add_argument("--save-every", type=int, default=10, help="save a checkpoint every N steps, and always after the last one (ours)")
+    p.add_argument("--eval-dataset", default=None, help="benchmark for greedy accuracy during training, named as --dataset (ours: off)")
+    p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps and after the last one; 0 = after the last one only (ours)")
+    p.add_argument("--eval-limit", type=int, default=None, help="use only the first N eval problems (ours: smoke runs)")
+    return p
+
+
+def check_training_args(args):
+    """One-line errors for values the training loop cannot use."""
+    if args.lr <= 0:
+        fail(f"--lr must be > 0, got {args.lr}")
+    if args.steps < 1:
+        fail(f"--steps must be >= 1, got {args.steps}")
+    for name in ("batch_size", "micro_batch_size", "max_new_tokens", "max_prompt_tokens", "save_every", "samples_per_prompt"):
+        if getattr(args, name) < 1:
+            fail(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.temperature <= 0 or args.grad_clip <= 0 or args.eval_every < 0:
+        fail("--temperature and --grad-clip must be > 0 and --eval-every >= 0")
+    if args.dtype == "float16":
+        fail("--dtype float16 needs loss scaling, which this script does not do: use bfloat16")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="EM-FT: minimize the token entropy of the model's own samples (arXiv 2505.15134 Sec. 3.1)")
+    common_args(p, batch_size_default=512, batch_size_help="prompts per optimizer step, split across ranks (paper: 512)")
+    training_args(p, steps_default=40, steps_help="optimizer steps (paper: ~40 for EM-FT, early stopped)")
+    # ---- EM-FT flags ----
+    p.add_argument("--samples-per-prompt", type=int, default=1, help="responses sampled per prompt, N in Eq. 2 (paper Sec. 4: 1; variant: 4)")
+    p.add_argument("--kl-coef", type=float, default=0.0, help="weight of the k3 KL to the frozen initial model, loaded only when > 0 (paper: 0; variant: 0.001)")
+    args = p.parse_args(argv)
+    check_training_args(args)
+    if args.kl_coef < 0:
+        fail(f"--kl-coef must be >= 0, got {args.kl_coef}")
+    return args
+
+
+# ---- setup: distributed, device, dtype, seed, compile; printed once ----
+def setup(args):
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; a plain `python` run is world size 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if args.device == "auto":
+        args.device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if args.dtype == "auto":
+        args.dtype = "bfloat16" if device.type == "cuda" else "float32"
+    if args.compile is None:
+        args.compile = device.type == "cuda"
+    entropy.set_compile(args.compile)
+    torch.manual_seed(args.seed + rank)
+    if rank == 0:
+        print(f"device={device} dtype={args.dtype} compile={args.compile} world_size={world}", flush=True)
+        print("args: " + json.dumps(vars(args)), flush=True)
+    return rank, world, device, getattr(torch, args.dtype)
+
+
+def load_model(args, device, dtype):
+    """Model + left-padding tokenizer from a hub id or a local folder, one-line error if missing."""
+    if (os.path.sep in args.model or args.model.startswith(".")) and not os.path.isdir(args.model):
+        fail(f"model folder {args.model!r} does not exist: pass a local model folder or a hub id")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(args.model, padding_side="left")
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(device)
+    except OSError as e:
+        fail(f"cannot load model {args.model!r} ({str(e).splitlines()[0]}): check the name, or pass a local folder")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def stop_token_ids(model, tokenizer):
+    """EOS ids from the tokenizer, the generation config and the chat end token, whichever exist."""
+    ids = {tokenizer.eos_token_id}
+    gen_eos = model.generation_config.eos_token_id
+    ids |= set(gen_eos) if isinstance(gen_eos, (list, tuple)) else {gen_eos}
+    vocab = tokenizer.get_vocab()
+    ids |= {vocab[t] for t in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>") if t in vocab}
+    return sorted(i for i in ids if i is not None)
+
+
+# ---- sampling: our own batched KV-cache decode loop ----
+@torch.no_grad()
+def sample(model, tokenizer, prompts, max_new_tokens, pick_next, stop_ids):
+    """Decode a batch of prompt strings with the KV cache; static batch, finished rows masked.
+
+    pick_next(logits [B, V] float32, step) -> (next tokens [B] long, stats dict of [B] tensors)
+    is the only per-method part: temperature sampling, greedy or the EM-INF update.
+    Returns prompt_ids [B, P] (left padded), response ids [B, R] (pad after the stop token),
+    response_mask [B, R] (1 on generated tokens, stop token included), per-step stats [B, R] each.
+    With torch.distributed initialized, every rank keeps stepping until all ranks are done, so
+    collective ops inside the forward (FSDP2 all-gathers) stay in lock-step.
+    """
+    device = next(model.parameters()).device
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    ids, attn = enc.input_ids, enc.attention_mask
+    pos = (attn.cumsum(-1) - 1).clamp_min(0)  # left padding: positions count real tokens only
+    stop = torch.tensor(stop_ids, device=device)
+    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
+    out, stats = [], {}
+    cache, step_ids, step_pos = None, ids, pos
+    for step in range(max_new_tokens):
+        res = model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos, cache=cache,
+                    use_cache=True, logits_to_keep=1)
+        cache = res.cache
+        nxt, st = pick_next(res.logits[:, -1].float(), step)
+        nxt = torch.where(done, tokenizer.pad_token_id, nxt)  # finished rows emit padding
+        for k, v in st.items():
+            stats.setdefault(k, []).append(torch.where(done, torch.zeros_like(v), v))
+        out.append(torch.stack([nxt, (~done).long()], -1))
+        done |= torch.isin(nxt, stop)
+        all_done = done.all()
+        if dist.is_initialized():
+            flag = all_done.float()
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            all_done = flag.bool()
+        if all_done:
+            break
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], -1)
+        step_ids, step_pos = nxt[:, None], step_pos[:, -1:] + 1
+    out = torch.stack(out, 1)  # [B, R, 2]
+    return ids, out[..., 0], out[..., 1], {k: torch.stack(v, 1) for k, v in stats.items()}
+
+
+# ---- training plumbing shared by em_ft.py and em_rl.py: sharding, precision, data, rollouts, eval ----
+def prepare_model(model, args, world, *, trainable=True):
+    """Gradient checkpointing (optional), then FSDP2 when launched by torchrun.
+
+    fully_shard on every decoder layer, then on the root: each layer's weights are all-gathered just
+    before its forward and freed after it; the root group (embeddings, final norm, lm_head) is
+    gathered by the root's forward and, as FSDP2 does for the root, kept unsharded until backward.
+    That is why forward_entropy_logprob below may use model.lm_head.weight after the forward.
+    """
+    if trainable and args.gradient_checkpointing:
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    if world > 1:
+        # compute in --dtype, reduce gradients in float32, keep float32 master weights (sharded)
+        mp = MixedPrecisionPolicy(param_dtype=getattr(torch, args.dtype), reduce_dtype=torch.float32)
+        for layer in model.model.layers:  # Qwen2 / Llama / Mistral: decoder layers live at model.model.layers
+            fully_shard(layer, mp_policy=mp)
+        fully_shard(model, mp_policy=mp)
+    model.train(trainable)
+    return model
+
+
+def autocast(device, dtype):
+    """Forward in dtype over float32 weights in one process; under FSDP2 the MixedPrecisionPolicy
+    casts instead (autocast would also cache a cast copy of every gathered weight)."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32 and not dist.is_initialized())
+
+
+def all_reduce_sum(x):
+    """Sum a tensor over ranks (no-op in one process)."""
+    if dist.is_initialized():
+        dist.all_reduce(x)
+    return x
+
+
+def training_prompts(problems, tokenizer, args, rank):
+    """Chat prompts of the training problems (problem text only: no answers are used), long ones skipped."""
+    prompts = [evaluate.build_prompt(tokenizer, r) for r in problems]
+    kept = [p for p in prompts if len(tokenizer(p, add_special_tokens=False).input_ids) <= args.max_prompt_tokens]
+    if not kept:
+        fail(f"every prompt of {args.dataset} is longer than --max-prompt-tokens {args.max_prompt_tokens}")
+    if rank == 0 and len(kept) < len(prompts):
+        print(f"skipped {len(prompts) - len(kept)} prompts longer than {args.max_prompt_tokens} tokens", flush=True)
+    return kept
+
+
+def step_prompts(prompts, step, args, rank, world):
+    """This rank's prompts for optimizer step `step` (1-based), each repeated --samples-per-prompt times.
+
+    The data position is a pure function of the step: the stream is epoch 0, 1, ... and epoch e
+    visits the prompts in the order randperm(seed + e). So a resumed run neither repeats nor skips.
+    """
+    n, start = len(prompts), (step - 1) * args.batch_size
+    orders = {}
+    batch = []
+    for k in range(start, start + args.batch_size):
+        epoch = k // n
+        if epoch not in orders:
+            orders[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed + epoch))
+        batch.append(prompts[orders[epoch][k % n]])
+    share = args.batch_size // world  # rank r takes the r-th contiguous slice of the global batch
+    return [p for p in batch[rank * share:(rank + 1) * share] for _ in range(args.samples_per_prompt)]
+
+
+def rollout(model, tokenizer, prompts, args, stop_ids, device, dtype):
+    """Sample one response per prompt string at --temperature, --micro-batch-size prompts per call.
+
+    Returns micro-batches: dicts of input_ids, attention_mask, response_mask, each [b, P + R]
+    (prompt then response; response_mask is 1 on generated tokens, stop token included).
+    """
+    def pick_next(logits, step):
+        # y_t ~ softmax(z_t / T): plain temperature sampling (official: top_p 1.0, no top-k)
+        probs = torch.softmax(logits / args.temperature, dim=-1)
+        return torch.multinomial(probs, 1).squeeze(-1), {}
+
+    model.eval()  # in train mode, HF switches the KV cache off when gradient checkpointing is on
+    batches = []
+    for i in range(0, len(prompts), args.micro_batch_size):
+        chunk = prompts[i:i + args.micro_batch_size]
+        with autocast(device, dtype):
+            prompt_ids, response, response_mask, _ = sample(model, tokenizer, chunk, args.max_new_tokens, pick_next, stop_ids)
+        # the same left-padded tokenization as inside sample(), for the prompt's attention mask
+        prompt_mask = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).attention_mask.to(device)
+        batches.append({"input_ids": torch.cat([prompt_ids, response], 1),  # [b, P + R]
+                        "attention_mask": torch.cat([prompt_mask, response_mask], 1),
+                        "response_mask": torch.cat([torch.zeros_like(prompt_mask), response_mask], 1)})
+    model.train()
+    return batches
+
+
+def forward_entropy_logprob(model, batch):
+    """Per-token entropy and log p of the sampled response tokens, never building [B, T, V] logits.
+
+    One root forward (FSDP2 hooks run) with logits_to_keep=1, so lm_head projects only the last
+    position ([B, 1, V], negligible), and output_hidden_states=-1, which keeps only the final hidden
+    states after the last norm. The vocabulary projection of the response positions then happens
+    chunk by chunk inside entropy.response_entropy_logprob. Returns (H, log p, mask), each [B, T-1].
+    """
+    pos = (batch["attention_mask"].cumsum(-1) - 1).clamp_min(0)  # the positions sample() used
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=pos,
+                use_cache=False, logits_to_keep=1, output_hidden_states=-1)
+    hidden = out.hidden_states[-1]  # [B, T, d]
+    return entropy.response_entropy_logprob(hidden, model.lm_head.weight, batch["input_ids"], batch["response_mask"])
+
+
+@torch.no_grad()
+def evaluate_accuracy(model, tokenizer, problems, args, stop_ids, device, dtype, rank, world):
+    """Greedy pass@1 on problems through evaluate.build_prompt / evaluate.grade, split across ranks."""
+    def greedy(logits, step):
+        return logits.argmax(dim=-1), {}
+
+    mine = problems[rank::world]
+    per_rank = -(-len(problems) // world)
+    # every rank decodes the same number of batches (FSDP2 collectives); fillers are not graded
+    padded = mine + [problems[0]] * (per_rank - len(mine))
+    correct = torch.zeros((), device=device)
+    model.eval()
+    for i in range(0, per_rank, args.micro_batch_size):
+        chunk = padded[i:i + args.micro_batch_size]
+        with autocast(device, dtype):
+            _, response, _, _ = sample(model, tokenizer, [evaluate.build_prompt(tokenizer, r) for r in chunk],
+                                       args.max_new_tokens, greedy, stop_ids)
+        texts = tokenizer.batch_decode(response, skip_special_tokens=True)
+        correct += sum(evaluate.grade(rec, text) for j, (rec, text) in enumerate(zip(chunk, texts)) if i + j < len(mine))
+    model.train()
+    return all_reduce_sum(correct).item() / len(problems)
+
+
+# ---- the method: token-entropy loss on the sampled responses (paper Sec. 3.1, Eq. 2) ----
+def entropy_loss_sums(model, ref_model, batch):
+    """Sums over one micro-batch's response tokens: (sum_t H_t, sum_t KL_t, with gradient).
+
+    H_t = H(pi_theta(. | x, y_<t)) at every response token (shift-by-one aligned inside entropy.py:
+    the state at position t predicts token t+1). KL_t is 0 without a reference model.
+    """
+    h, logp, mask = forward_entropy_logprob(model, batch)  # [b, T-1] each, zero off the response
+    kl_sum = torch.zeros((), device=h.device)
+    if ref_model is not None:
+        with torch.no_grad():
+            _, ref_logp, _ = forward_entropy_logprob(ref_model, batch)
+        # k3 estimator of KL(pi_theta || pi_ref) on y ~ pi_theta: exp(r) - r - 1 >= 0,
+        # r = log pi_ref(y_t) - log pi_theta(y_t), clamped to [-10, 10] as verl's low_var_kl
+        r = (ref_logp - logp).clamp(-10.0, 10.0)
+        kl_sum = ((torch.exp(r) - r - 1.0) * mask).sum()
+    return (h * mask).sum(), kl_sum
+
+
+def train_step(model, ref_model, optimizer, batches, args, world, device, dtype):
+    """One AdamW step on L = (sum H + kl_coef * sum KL) / N over all response tokens of the step.
+
+    N counts the response tokens on every rank and in every micro-batch, so accumulating the
+    micro-batch gradients gives exactly the gradient of the full-batch token mean.
+    """
+    # N = sum_i |y_i| over the global batch: the token-mean denominator
+    n_tokens = all_reduce_sum(sum(b["response_mask"].sum() for b in batches).float())
+    h_total, kl_total = torch.zeros((), device=device), torch.zeros((), device=device)
+    for batch in batches:
+        with autocast(device, dtype):
+            h_sum, kl_sum = entropy_loss_sums(model, ref_model, batch)
+        # FSDP averages gradients over the ranks; * world turns that average back into the global sum
+        loss = (h_sum + args.kl_coef * kl_sum) * world / n_tokens.clamp_min(1.0)
+        loss.backward()
+        h_total += h_sum.detach()
+        kl_total += kl_sum.detach()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)  # pre-clip global norm
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    h_mean = all_reduce_sum(h_total).item() / max(n_tokens.item(), 1.0)
+    kl_mean = all_reduce_sum(kl_total).item() / max(n_tokens.item(), 1.0)
+    stats = {"loss": h_mean + args.kl_coef * kl_mean, "entropy": h_mean}
+    if ref_model is not None:
+        stats["kl"] = kl_mean
+    grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # DTensor under FSDP2
+    stats["grad_norm"] = grad_norm.item()
+    stats["response_tokens"] = int(n_tokens.item())
+    return stats
+
+
+# ---- checkpoints and metrics: rank 0 writes; saves are atomic; rerunning resumes ----
+STATE_FILE = "train_state.pt"
+RESUME_KEYS = ("model", "dataset", "limit", "batch_size", "samples_per_prompt", "seed", "max_prompt_tokens")
+
+
+def _move_into(src, out):
+    """Move every file of the committed save folder src into out, then remove src."""
+    for name in os.listdir(src):
+        os.replace(os.path.join(src, name), os.path.join(out, name))
+    os.rmdir(src)
+
+
+def finish_interrupted_save(out):
+    """Crash recovery for save_checkpoint: complete a committed save, drop an uncommitted one."""
+    ready, tmp = os.path.join(out, ".save-ready"), os.path.join(out, ".save-tmp")
+    if os.path.isdir(ready):
+        _move_into(ready, out)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def rng_state(device):
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def save_checkpoint(model, optimizer, tokenizer, step, args, device, rank, world):
+    """Save the model (save_pretrained + tokenizer) and train_state.pt into --out, atomically.
+
+    Protocol: write everything to out/.save-tmp, rename it to out/.save-ready (the commit point: a
+    rename is atomic), then move the files into out and remove the folder. A crash before the
+    rename leaves the previous checkpoint intact; after it, finish_interrupted_save completes the
+    move on the next start. Every rank must call this: gathering the FSDP2 shards is collective.
+    """
+    full = StateDictOptions(full_state_dict=True, cpu_offload=True)  # full tensors on rank 0's CPU
+    model_sd = get_model_state_dict(model, options=full)
+    optim_sd = get_optimizer_state_dict(model, optimizer, options=full)
+    rngs = [rng_state(device)]
+    if world > 1:
+        rngs = [None] * world
+        dist.all_gather_object(rngs, rng_state(device))  # each rank's sampling RNG
+    if rank != 0:
+        return
+    tmp, ready = os.path.join(args.out, ".save-tmp"), os.path.join(args.out, ".save-ready")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, state_dict=model_sd)
+    tokenizer.save_pretrained(tmp)
+    torch.save({"step": step, "prompts_seen": step * args.batch_size, "optimizer": optim_sd, "rng": rngs,
+                "world_size": world, "args": vars(args)}, os.path.join(tmp, STATE_FILE))
+    os.replace(tmp, ready)
+    _move_into(ready, args.out)
+
+
+def load_train_state(args, rank, world):
+    """The training state saved in --out (None for a fresh run); one-line error if unreadable."""
+    if rank == 0 and os.path.isdir(args.out):
+        finish_interrupted_save(args.out)
+    if world > 1:
+        dist.barrier()  # rank 0 may just have completed a save
+    path = os.path.join(args.out, STATE_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        # mmap: ranks share the pages instead of each holding a copy of the optimizer state
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        fail(f"cannot read checkpoint {path} ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
+             f"delete {args.out} or pass another --out")
+    if not isinstance(state, dict) or not {"step", "optimizer", "rng", "world_size", "args"} <= state.keys():
+        fail(f"{path} is not a training state written by this script: delete {args.out} or pass another --out")
+    for key in RESUME_KEYS:
+        if state["args"].get(key) != getattr(args, key):
+            fail(f"{args.out} holds a run with --{key.replace('_', '-')} {state['args'].get(key)}, not "
+                 f"{getattr(args, key)}: rerun with the same flags to resume, or pass another --out")
+    return state
+
+
+def restore_train_state(state, model, optimizer, device, rank, world):
+    """Optimizer moments and step counts, and this rank's RNG, from a training state."""
+    set_optimizer_state_dict(model, optimizer, optim_state_dict=state["optimizer"],
+                             options=StateDictOptions(full_state_dict=True))  # each rank keeps its shard
+    if state["world_size"] == world:
+        torch.set_rng_state(state["rng"][rank]["cpu"])
+        if device.type == "cuda" and state["rng"][rank]["cuda"] is not None:
+            torch.cuda.set_rng_state(state["rng"][rank]["cuda"], device)
+    elif rank == 0:
+        print(f"world size changed ({state['world_size']} -> {world}): the run goes on with fresh sampling "
+              "randomness, so it will not match an uninterrupted run token for token", flush=True)
+
+
+def open_metrics(args, start_step, rank):
+    """metrics.jsonl for appending, cut back to the steps <= start_step (a step after the last save reruns)."""
+    if rank != 0:
+        return None
+    path = os.path.join(args.out, "metrics.jsonl")
+    kept = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                with contextlib.suppress(json.JSONDecodeError):  # a line cut by a crash
+                    if json.loads(line)["step"] <= start_step:
+                        kept.append(line if line.endswith("\n") else line + "\n")
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)
+    return open(path, "a")
+
+
+@contextlib.contextmanager
+def graceful_stop():
+    """First Ctrl-C (SIGINT) or SIGTERM: finish the current step, save, exit. Second Ctrl-C: abort now."""
+    flag = {"stop": False}
+
+    def handler(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+        print("\nstopping after this step and saving (Ctrl-C again aborts without saving)", file=sys.stderr, flush=True)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def stop_requested(flag, device):
+    """True on every rank as soon as one rank got the signal, so all ranks save together."""
+    stop = torch.tensor(float(flag["stop"]), device=device)
+    if dist.is_initialized():
+        dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+    return bool(stop.item())
+
+
+# ---- main ----
+def main(argv=None):
+    args = parse_args(argv)
+    rank, world, device, dtype = setup(args)
+    if args.batch_size % world:
+        fail(f"--batch-size {args.batch_size} must be divisible by the number of processes ({world})")
+    try:
+        problems = evaluate.load_problems(args.dataset, limit=args.limit)
+        eval_problems = evaluate.load_problems(args.eval_dataset, limit=args.eval_limit) if args.eval_dataset else []
+    except evaluate.InputError as e:
+        fail(str(e))
+    if rank == 0:
+        os.makedirs(args.out, exist_ok=True)
+    state = load_train_state(args, rank, world)
+    start = state["step"] if state else 0
+
+    # float32 master weights (AdamW updates of lr 1e-6 vanish in bf16); the forward runs in --dtype.
+    # Resuming loads the latest weights (and tokenizer) saved in --out instead of --model.
+    model, tokenizer = load_model(argparse.Namespace(**{**vars(args), "model": args.out}) if state else args, device, torch.float32)
+    ref_model = None
+    if args.kl_coef > 0:  # the frozen initial model, in the compute dtype: it never trains
+        ref_model, _ = load_model(args, device, dtype)
+        ref_model = prepare_model(ref_model.requires_grad_(False), args, world, trainable=False)
+    model = prepare_model(model, args, world)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    if state:
+        restore_train_state(state, model, optimizer, device, rank, world)
+        if rank == 0:
+            print(f"resuming {args.out} after step {start}", flush=True)
+    stop_ids = stop_token_ids(model, tokenizer)
+    prompts = training_prompts(problems, tokenizer, args, rank)
+    metrics = open_metrics(args, start, rank)
+
+    with graceful_stop() as signal_flag:
+        bar = tqdm(range(start + 1, args.steps + 1), initial=start, total=args.steps, disable=rank != 0, desc=os.path.basename(__file__)[:-3])
+        for step in bar:
+            t0 = time.time()
+            batches = rollout(model, tokenizer, step_prompts(prompts, step, args, rank, world), args, stop_ids, device, dtype)
+            stats = train_step(model, ref_model, optimizer, batches, args, world, device, dtype)
+            seconds = time.time() - t0
+            n_tokens = stats.pop("response_tokens")  # sampled and trained on, all ranks
+            log = {"step": step, **stats, "response_length": n_tokens / (args.batch_size * args.samples_per_prompt),
+                   "lr": optimizer.param_groups[0]["lr"], "tokens_per_second": n_tokens / seconds, "seconds": seconds}
+            if eval_problems and (step == args.steps or (args.eval_every and step % args.eval_every == 0)):
+                log["eval_accuracy"] = evaluate_accuracy(model, tokenizer, eval_problems, args, stop_ids, device, dtype, rank, world)
+            if rank == 0:
+                metrics.write(json.dumps(log) + "\n")
+                metrics.flush()
+                bar.set_postfix(loss=f"{log['loss']:.4f}", entropy=f"{log['entropy']:.4f}")
+            interrupted = stop_requested(signal_flag, device)
+            if step % args.save_every == 0 or step == args.steps or interrupted:
+                save_checkpoint(model, optimizer, tokenizer, step, args, device, rank, world)
+            if interrupted:
+                if rank == 0:
+                    print(f"interrupted: saved step {step} to {args.out}; rerun the same command to resume", file=sys.stderr, flush=True)
+                sys.exit(130)
+    if rank == 0:
+        metrics.close()
+        print(f"done: {args.steps} steps, model in {args.out}", flush=True)
+    if world > 1:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
