@@ -445,6 +445,11 @@ def _grader_worker_main():
         proto.flush()
 
 
+class GraderUnavailable(RuntimeError):
+    """math-verify cannot run at all (not installed, broken install): an environment error, raised loudly
+    instead of silently grading every LaTeX answer as wrong."""
+
+
 class _Grader:
     """Parent side: owns the worker process, restarts it after a timeout or a crash."""
 
@@ -453,6 +458,10 @@ class _Grader:
         self.proc, self.pid, self.buf = None, None, b""
 
     def _start(self):
+        import importlib.util
+
+        if importlib.util.find_spec("math_verify") is None:
+            raise GraderUnavailable("math-verify is not installed: pip install 'math-verify[antlr4_13_2]==0.9.0'")
         code = "import sys; sys.path.insert(0, sys.argv[1]); import evaluate; evaluate._grader_worker_main()"
         here = os.path.dirname(os.path.abspath(__file__))
         self.proc = subprocess.Popen([sys.executable, "-c", code, here], stdin=subprocess.PIPE,
@@ -460,7 +469,8 @@ class _Grader:
         self.pid, self.buf = os.getpid(), b""
         if self._readline(120.0) != "ready":  # imports take ~1-2 s; a dead worker reads as ""
             self._kill()
-            raise RuntimeError("math-verify worker failed to start (is math-verify installed?)")
+            raise GraderUnavailable(f"the math-verify worker failed to start ({sys.executable} -c 'import "
+                                    f"math_verify' should tell why)")
 
     def _kill(self):
         if self.proc is not None:
@@ -497,7 +507,7 @@ class _Grader:
                 self.proc.stdin.write(msg.encode())
                 self.proc.stdin.flush()
                 answer = self._readline(timeout)
-            except (OSError, ValueError, RuntimeError):
+            except (OSError, ValueError):  # broken pipe: the worker died under us
                 answer = None
             if answer not in ("0", "1"):  # timeout or crash: the worker's state is unknown, replace it
                 self._kill()
@@ -509,8 +519,14 @@ _GRADER = _Grader()
 atexit.register(lambda: _GRADER._kill())
 
 
+_CACHE = {}  # (gold, pred, symmetric) -> verdict: voting and pass@k compare the same strings many times
+_CACHE_SIZE = 1 << 16
+
+
 def _equivalent(gold, pred, symmetric=False, timeout=None):
-    """Two answer strings: exact match, numeric match, then math-verify under the watchdog. Never raises."""
+    """Two answer strings: exact match, numeric match, then math-verify under the watchdog.
+
+    Never raises for any input (a malformed answer is a wrong answer); only GraderUnavailable escapes."""
     try:
         gold, pred = _clean(_answer_to_str(gold)), _clean(_answer_to_str(pred))
         if not gold or not pred:
@@ -520,10 +536,16 @@ def _equivalent(gold, pred, symmetric=False, timeout=None):
         g, p = _as_number(gold), _as_number(pred)
         if g is not None and p is not None:  # both plain numbers: decided here, exactly
             return _numbers_close(g, p)
-        return _GRADER.equal(_latex_ready(gold), _latex_ready(pred), symmetric,
-                             GRADE_TIMEOUT if timeout is None else timeout)
-    except Exception:  # a malformed answer is a wrong answer
+    except Exception:
         return False
+    key = (gold, pred, symmetric)
+    if key not in _CACHE:
+        verdict = _GRADER.equal(_latex_ready(gold), _latex_ready(pred), symmetric,
+                                GRADE_TIMEOUT if timeout is None else timeout)
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.clear()
+        _CACHE[key] = verdict
+    return _CACHE[key]
 
 
 def grade_math(response, gold, timeout=None):
