@@ -513,7 +513,16 @@ def read_results(path):
     return config, rows
 
 
-def merge_parts(out, world):
+def end_last_line(path):
+    """End a line cut off by a crash, so that the next row appended starts on a line of its own."""
+    with open(path, "rb+") as f:
+        if f.seek(0, os.SEEK_END) > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+
+
+def merge_parts(out):
     """Move the rows of per-rank files out.part<r> (this run's or an interrupted one's) into out."""
     _, have = read_results(out)
     directory = os.path.dirname(out) or "."
@@ -536,12 +545,14 @@ def start_results(args, rank, world):
         if config is None and not os.path.exists(args.out):
             with open(args.out, "w") as f:
                 f.write(json.dumps({"config": vars(args)}) + "\n")
-        elif config is not None:
+        else:
+            end_last_line(args.out)
+        if config is not None:
             changed = [k for k in RUN_KEYS if k in config and config[k] != getattr(args, k)]
             if changed:
                 fail(f"{args.out} holds a run with other settings ({', '.join(f'{k}={config[k]}' for k in changed)}): "
                      "pass another --out or the same settings")
-        merge_parts(args.out, world)
+        merge_parts(args.out)
     if world > 1:
         dist.barrier()
     return set(read_results(args.out)[1])
@@ -624,7 +635,7 @@ def main(argv=None):
         decode_tokens, decode_seconds = int(tokens.item()), seconds.item()
         dist.barrier()
         if rank == 0:
-            merge_parts(args.out, world)
+            merge_parts(args.out)
     if rank == 0:
         summarize(args, model, tokenizer, problems, decode_tokens, decode_seconds)
     if world > 1:

@@ -1,0 +1,366 @@
+"""Tests for em_inf.py: the EM-INF update and adaptive temperature against independent float64 autograd
+references, the sampling filters against transformers' own, the logits processor inside model.generate,
+every --mode end to end on the tiny model, resume, torchrun data parallel, and bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
+                          TopKLogitsWarper, TopPLogitsWarper)
+
+import em_inf
+import entropy
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+INF = float("inf")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# References: the official algorithm, one row at a time, with autograd and torch.optim.Adam
+# ---------------------------------------------------------------------------------------------------------
+def reference_minimize(row, delta, lr, steps, kl_weight):
+    """Official EM-INF on one row in float64: fresh torch.optim.Adam, stop once H < delta.
+
+    Masked (-inf) tokens are simply left out of the optimized vector: they have p = 0 in softmax.
+    Returns (logits float64 [V], Adam steps taken, the entropies seen at each stopping check).
+    """
+    finite = torch.isfinite(row)
+    z = torch.nn.Parameter(row[finite].double().clone())
+    log_p0 = torch.log_softmax(z.detach(), -1)
+    opt = torch.optim.Adam([z], lr=lr)
+    taken, checks = 0, []
+    for _ in range(steps):
+        opt.zero_grad()
+        log_p = torch.log_softmax(z, -1)
+        h = -(log_p.exp() * log_p).sum()
+        checks.append(h.item())
+        if h < delta:
+            break
+        kl = (log_p0.exp() * (log_p0 - log_p)).sum()  # KL(p0 || p)
+        (h + kl_weight * kl).backward()
+        opt.step()
+        taken += 1
+    out = torch.full(row.shape, -INF, dtype=torch.float64)
+    out[finite] = z.detach()
+    return out, taken, checks
+
+
+def official_minimize(row, delta, lr, steps, kl_weight):
+    """The official code's loop verbatim in spirit: float32, log(p + 1e-12), F.kl_div batchmean at batch 1."""
+    param = torch.nn.Parameter(row[None].float().clone())
+    p0 = F.softmax(param.detach(), dim=-1)
+    opt = torch.optim.Adam([param], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        probs = F.softmax(param, dim=-1)
+        ent = -torch.sum(probs * torch.log(probs + 1e-12))
+        if ent < delta:
+            break
+        loss = kl_weight * F.kl_div(probs.log(), p0, reduction="batchmean") + ent
+        loss.backward()
+        opt.step()
+    return param.detach()[0]
+
+
+def make_rows():
+    """[10, 500] logits whose rows stop after 0..5 Adam steps at delta 0.3, two with -inf masks."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(500, generator=g) * 0.5
+    rows = []
+    for gap in [8.0, 9.2, 9.45, 9.65, 9.85, 10.0, 6.0, 9.0]:
+        z = base.clone()
+        z[7] = gap
+        rows.append(z)
+    masked = torch.randn(500, generator=g) * 2
+    masked[torch.randperm(500, generator=g)[:300]] = -INF  # e.g. top-k masked
+    rows.append(masked)
+    topk = torch.full((500,), -INF)
+    topk[:20] = torch.randn(20, generator=g)
+    rows.append(topk)
+    return torch.stack(rows)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# minimize_entropy
+# ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kl_weight", [0.0, 0.05, 1.0])
+def test_minimize_entropy_matches_per_row_adam(kl_weight):
+    logits = make_rows()
+    delta, lr, steps = 0.3, 0.1, 5
+    z, taken = em_inf.minimize_entropy(logits, delta, lr, steps, kl_weight, return_steps=True)
+    assert z.dtype == torch.float32 and z.shape == logits.shape
+    refs = [reference_minimize(row, delta, lr, steps, kl_weight) for row in logits]
+    # the stopping decisions are not borderline, so float32 vs float64 cannot flip them
+    assert min(abs(h - delta) for _, _, checks in refs for h in checks) > 1e-3
+    assert taken.tolist() == [n for _, n, _ in refs]
+    if kl_weight == 0.05:  # the rows really do stop at different steps (0 through 5)
+        assert set(taken.tolist()) == {0, 1, 2, 3, 4, 5}
+    ref = torch.stack([r for r, _, _ in refs])
+    masked = torch.isinf(logits)
+    assert torch.equal(torch.isneginf(z), masked) and not torch.isnan(z).any()
+    torch.testing.assert_close(z[~masked].double(), ref[~masked], atol=2e-5, rtol=1e-6)
+    # rows below delta from the start come back unchanged
+    assert torch.equal(z[taken == 0], logits[taken == 0])
+
+
+def test_minimize_entropy_lowers_entropy_and_accepts_bf16():
+    logits = (torch.randn(4, 300) * 2).bfloat16()
+    z = em_inf.minimize_entropy(logits, 0.1, 0.1, 5, 0.0)
+    assert z.dtype == torch.float32
+    assert (entropy.token_entropy(z) < entropy.token_entropy(logits.float()) - 0.1).all()
+    ref = torch.stack([reference_minimize(r.float(), 0.1, 0.1, 5, 0.0)[0] for r in logits])
+    torch.testing.assert_close(z.double(), ref, atol=2e-5, rtol=1e-6)
+
+
+def test_minimize_entropy_close_to_official_formula():
+    """The official float32 loop with log(p + 1e-12) gives the same distribution (our difference no. 2)."""
+    logits = make_rows()[:8] * 1.5
+    z = em_inf.minimize_entropy(logits, 0.3, 0.1, 5, 0.05)
+    official = torch.stack([official_minimize(row, 0.3, 0.1, 5, 0.05) for row in logits])
+    torch.testing.assert_close(torch.softmax(z, -1), torch.softmax(official, -1), atol=1e-6, rtol=1e-4)
+
+
+def test_minimize_entropy_no_scalar_recompiles():
+    """New lr / kl_weight / step values must not change the compiled signature (they travel as a tensor)."""
+    c1 = em_inf._adam_constants(0.1, 3, 0.05, "cpu")
+    c2 = em_inf._adam_constants(0.2, 5, 0.001, "cpu")
+    assert c1.shape == (3, 3) and c2.shape == (5, 3) and c1.dtype == torch.float32
+    assert em_inf._adam_constants(0.1, 3, 0.05, "cpu") is c1  # cached: nothing is copied per token
+    torch.testing.assert_close(c2[:, 0], torch.tensor([0.2 / (1 - 0.9 ** t) for t in range(1, 6)]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# adaptive temperature (Algorithm 1)
+# ---------------------------------------------------------------------------------------------------------
+def reference_adaptive(row, delta, alpha, t_min=0.01, t_max=1.0, max_iter=100, tol=0.1):
+    """Algorithm 1 on one row with Python floats and float64 entropies; returns (tau, target, H0)."""
+    z = row.double()
+
+    def h(t):
+        lp = torch.log_softmax(z / t, -1)
+        return -(lp.exp() * lp).nansum().item()
+
+    h0 = h(1.0)
+    target = max(delta, alpha * h0)
+    tau = 1.0
+    if h0 > delta:
+        for _ in range(max_iter):
+            mid = (t_min + t_max) / 2
+            hm = h(mid)
+            tau = mid
+            if abs(hm - target) < tol:
+                break
+            if hm < target:
+                t_min = mid
+            else:
+                t_max = mid
+    return tau, target, h0
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.85])
+def test_adaptive_temperature_matches_algorithm_1(alpha):
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(12, 400, generator=g) * torch.linspace(0.5, 12, 12)[:, None]
+    logits[3, 100:] = -INF
+    logits[11] = 0.0
+    logits[11, 0] = 9.6  # H0 = 0.28: just below delta, left alone although a bisection could hit H*
+    delta = 0.3
+    out = em_inf.adaptive_temperature(logits, delta, alpha)
+    refs = [reference_adaptive(row, delta, alpha) for row in logits]
+    taus = torch.tensor([t for t, _, _ in refs], dtype=torch.float64)
+    assert (taus == 1.0).any() and (taus < 1.0).any()  # both kinds of rows are present
+    finite = torch.isfinite(logits)
+    torch.testing.assert_close(out[finite].double(), (logits.double() / taus[:, None])[finite], rtol=1e-5, atol=1e-5)
+    # rows already below delta are untouched; the others land within tol of H* = max(delta, alpha H0)
+    h_out = entropy.token_entropy(out).double()
+    for i, (tau, target, h0) in enumerate(refs):
+        if h0 <= delta:
+            assert torch.equal(out[i], logits[i])
+        elif tau > 0.0101:
+            assert abs(h_out[i].item() - target) < 0.1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the leaked sampling filters, against transformers' own implementations
+# ---------------------------------------------------------------------------------------------------------
+def test_filters_match_transformers():
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(6, 300, generator=g) * 3
+    ids = torch.randint(0, 300, (6, 40), generator=g)
+    seen = torch.zeros(6, 300, dtype=torch.bool).scatter(1, ids, True)
+    torch.testing.assert_close(em_inf.repetition_penalty(z, seen, 1.05), RepetitionPenaltyLogitsProcessor(1.05)(ids, z.clone()))
+    torch.testing.assert_close(em_inf.top_k_top_p(z, 20, 1.0), TopKLogitsWarper(20)(ids, z.clone()))
+    torch.testing.assert_close(em_inf.top_k_top_p(z, 0, 0.8), TopPLogitsWarper(0.8)(ids, z.clone()))
+    both = TopPLogitsWarper(0.8)(ids, TopKLogitsWarper(20)(ids, z.clone()))
+    torch.testing.assert_close(em_inf.top_k_top_p(z, 20, 0.8), both)
+    assert torch.equal(em_inf.top_k_top_p(z, 0, 1.0), z)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the transformers LogitsProcessor
+# ---------------------------------------------------------------------------------------------------------
+def test_logits_processor_equals_reference_update():
+    logits = make_rows()
+    proc = em_inf.EMInfLogitsProcessor(delta=0.3, lr=0.1, steps=5, kl_weight=0.05, temperature=0.1)
+    out = proc(torch.zeros(len(logits), 3, dtype=torch.long), logits.clone())
+    ref = torch.stack([reference_minimize(row, 0.3, 0.1, 5, 0.05)[0] for row in logits]) / 0.1
+    finite = torch.isfinite(logits)
+    torch.testing.assert_close(out[finite].double(), ref[finite], atol=2e-4, rtol=1e-6)
+    with pytest.raises(ValueError):
+        em_inf.EMInfLogitsProcessor(delta=0.0)
+
+
+def args_for(mode, **kw):
+    return em_inf.parse_args(["--mode", mode] + [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()])
+
+
+def test_generate_with_processor_equals_our_decode_loop(tiny_model):
+    """model.generate + EMInfLogitsProcessor and em_inf.sample + the em_inf picker draw the same tokens."""
+    tok = AutoTokenizer.from_pretrained(tiny_model, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    prompts = ["What is 2 + 3?", "Tom has 3 apples and buys 5 more. How many apples?"]
+    args = args_for("em_inf", temperature=1.0, steps=5, delta=0.5)  # temperature 1: a real choice each step
+    torch.manual_seed(5)
+    _, resp, mask, stats = em_inf.sample(model, tok, prompts, 12, em_inf.make_pick_next(args), [])
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    proc = em_inf.EMInfLogitsProcessor(delta=0.5, lr=args.lr, steps=5, kl_weight=args.kl_weight, temperature=1.0)
+    torch.manual_seed(5)
+    gen = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=12,
+                         min_new_tokens=12, logits_processor=LogitsProcessorList([proc]), pad_token_id=tok.pad_token_id)
+    assert torch.equal(gen[:, enc.input_ids.shape[1]:], resp)
+    assert stats["em_steps"].sum() > 0  # the update really ran
+
+
+def test_majority_vote():
+    vote = em_inf.majority_vote
+    assert vote(["\\boxed{3}", "so \\boxed{1/2}", "\\boxed{0.5}", "\\boxed{3}", "\\boxed{\\frac{1}{2}}"]) == 1
+    assert vote(["\\boxed{4}", "\\boxed{5}"]) == 0  # tie: the earliest
+    assert vote(["no answer", "\\boxed{7}"]) == 1  # an answer beats no answer
+    assert vote(["a", "b"]) == 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# end to end on the tiny model, in process (each --mode once), then resume, torchrun and bad input
+# ---------------------------------------------------------------------------------------------------------
+def run_main(capsys, argv):
+    em_inf.main(argv)
+    out = capsys.readouterr().out.strip().splitlines()
+    return json.loads(out[-1]), out
+
+
+def read_rows(path):
+    lines = [json.loads(line) for line in open(path)]
+    assert "config" in lines[0]
+    return lines[1:]
+
+
+@pytest.mark.parametrize("mode", em_inf.MODES)
+def test_every_mode_end_to_end(mode, tiny_model, mini_math, tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    argv = ["--model", tiny_model, "--dataset", mini_math, "--limit", "3", "--max-new-tokens", "6",
+            "--batch-size", "2", "--mode", mode, "--n", "3", "--out", str(out)]
+    summary, lines = run_main(capsys, argv)
+    rows = read_rows(out)
+    assert [r["id"] for r in rows] == ["mini-0", "mini-1", "mini-2"]
+    for r in rows:
+        assert {"id", "problem", "gold", "response", "correct", "tokens", "entropy", "mode"} <= set(r)
+        assert r["mode"] == mode and isinstance(r["correct"], bool) and 1 <= r["tokens"]
+        assert ("em_steps" in r) == (mode == "em_inf") and ("sampled_entropy" in r) == (mode != "greedy")
+        if mode == "self_consistency":
+            assert len(r["responses"]) == 3 and len(r["corrects"]) == 3 and r["response"] in r["responses"]
+            assert r["tokens"] <= 3 * 6
+        else:
+            assert r["tokens"] <= 6
+    assert summary["mode"] == mode and summary["n"] == 3 and summary["dataset"] == mini_math
+    assert summary["generated_tokens"] == sum(r["tokens"] for r in rows) and summary["tokens_per_second"] > 0
+    assert summary["accuracy"] == sum(r["correct"] for r in rows) / 3
+    k = 3 if mode == "self_consistency" else 1
+    params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_model).parameters())
+    assert summary["flops"] > 2 * params * (summary["generated_tokens"] + k * 3 * 10)  # prompts > 10 tokens each
+    assert any(line.startswith("| " + mode) for line in lines)  # the table comes before the JSON line
+    if mode == "greedy":
+        # our greedy loop gives what model.generate gives
+        tok = AutoTokenizer.from_pretrained(tiny_model, padding_side="left")
+        model = AutoModelForCausalLM.from_pretrained(tiny_model)
+        import evaluate
+        rec = evaluate.load_problems(mini_math, limit=1)[0]
+        enc = tok([evaluate.build_prompt(tok, rec)], return_tensors="pt", add_special_tokens=False)
+        gen = model.generate(**enc, do_sample=False, max_new_tokens=6, pad_token_id=tok.pad_token_id)
+        assert tok.decode(gen[0, enc.input_ids.shape[1]:], skip_special_tokens=True) == rows[0]["response"]
+
+
+def test_resume_skips_finished_problems(tiny_model, mini_math, tmp_path, capsys):
+    out = tmp_path / "r.jsonl"
+    argv = ["--model", tiny_model, "--dataset", mini_math, "--max-new-tokens", "4", "--out", str(out)]
+    run_main(capsys, argv + ["--limit", "2"])
+    first = read_rows(out)
+    with open(out, "a") as f:
+        f.write('{"id": "mini-2", "respo')  # a line cut off by a crash
+    summary, _ = run_main(capsys, argv + ["--limit", "4"])
+    rows = []
+    for line in open(out):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            assert line.startswith('{"id": "mini-2", "respo')  # only the cut-off line is unreadable
+    rows = rows[1:]
+    ids = [r["id"] for r in rows]
+    assert sorted(ids) == ["mini-0", "mini-1", "mini-2", "mini-3"] and len(ids) == len(set(ids))
+    assert rows[:2] == first  # finished problems were not decoded again
+    assert summary["n"] == 4
+    summary, _ = run_main(capsys, argv + ["--limit", "4"])  # nothing left to do
+    assert summary["n"] == 4 and summary["tokens_per_second"] is None
+    # a results file from other settings is refused instead of mixed
+    with pytest.raises(SystemExit) as e:
+        em_inf.main(argv + ["--limit", "4", "--delta", "0.5"])
+    assert e.value.code == 2 and "other settings" in capsys.readouterr().err
+
+
+def test_default_out_path():
+    args = em_inf.parse_args(["--model", "local_models/smollm2/", "--dataset", "data/mini_math.jsonl", "--mode", "greedy"])
+    assert em_inf.default_out(args) == os.path.join("results", "smollm2_mini_math_greedy.jsonl")
+    assert em_inf.default_out(em_inf.parse_args([])) == os.path.join("results", "Qwen2.5-Math-7B_math500_em_inf.jsonl")
+
+
+def test_torchrun_two_processes_shard_and_merge(tiny_model, mini_math, tmp_path, capsys):
+    common = ["--model", tiny_model, "--dataset", mini_math, "--limit", "5", "--max-new-tokens", "5", "--mode", "greedy"]
+    out2 = tmp_path / "two.jsonl"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                          os.path.join(HERE, "em_inf.py"), *common, "--batch-size", "2", "--out", str(out2)],
+                         capture_output=True, text=True, env=env, cwd=HERE, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "world_size=2" in res.stdout
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    rows = read_rows(out2)
+    assert sorted(r["id"] for r in rows) == [f"mini-{i}" for i in range(5)] and summary["n"] == 5
+    assert not [f for f in os.listdir(tmp_path) if ".part" in f]  # per-rank files merged and removed
+    # greedy decoding is deterministic: the sharded run answers exactly like one process
+    out1 = tmp_path / "one.jsonl"
+    run_main(capsys, common + ["--batch-size", "5", "--out", str(out1)])
+    one = {r["id"]: r["response"] for r in read_rows(out1)}
+    assert {r["id"]: r["response"] for r in rows} == one
+
+
+def test_bad_input_one_line_errors(tiny_model, mini_math, tmp_path):
+    no_problem = tmp_path / "bad.jsonl"
+    no_problem.write_text('{"text": "hi", "answer": "1"}\n')
+    ok = ["--model", tiny_model, "--dataset", mini_math, "--limit", "1", "--max-new-tokens", "2"]
+    cases = {"--delta": ok + ["--delta", "0"], "--steps": ok + ["--steps", "0"], "--batch-size": ok + ["--batch-size", "0"],
+             "does not exist": ["--model", str(tmp_path / "no_model"), "--dataset", mini_math],
+             "no_such.jsonl": ["--model", tiny_model, "--dataset", str(tmp_path / "no_such.jsonl")],
+             "problem": ["--model", tiny_model, "--dataset", str(no_problem)]}
+    # all at once: each costs a Python start-up and a torch import
+    procs = {key: subprocess.Popen([sys.executable, os.path.join(HERE, "em_inf.py"), *argv, "--out", str(tmp_path / "o.jsonl")],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE)
+             for key, argv in cases.items()}
+    for key, proc in procs.items():
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode != 0, key
+        assert "Traceback" not in err, err
+        lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and key in lines[0], err
