@@ -37,6 +37,7 @@ import argparse
 import atexit
 import base64
 import decimal
+import fractions
 import io
 import json
 import math
@@ -341,28 +342,55 @@ def _clean(ans):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Math grading, step 2: fast exact and numeric checks (no sympy: most answers are plain numbers)
+# Math grading, step 2: fast exact and numeric checks (no sympy: most answers are plain numbers or
+# fractions, and exact arithmetic decides them in microseconds)
 
 _THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:(?:\{,\}|,|\\,|\\!|\s)\d{3})+(?:\.\d+)?$")  # 14{,}916  10\,000  1,234
 _NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")  # 27  27.0  025  .5  1e-5  4.5E+33
+_FRAC = re.compile(r"^(-?)\\[dtc]?frac(?:\{(-?\d+)\}|(\d))(?:\{(\d+)\}|(\d))$")  # \frac{1}{2}  \dfrac12  -\frac{3}{4}
+_SLASH = re.compile(r"^([+-]?\d+)\s*/\s*(\d+)$")  # 3/4
+_TIMES_TEN = re.compile(r"^(?:([+-]?(?:\d+\.?\d*|\.\d+))\s*(?:\\times|\\cdot)\s*)?10\^(?:\{([+-]?\d+)\}|(\d))$")
+_MAX_DIGITS = 400  # longer numbers / exponents go to math-verify (under the watchdog), not to exact arithmetic here
 
 
 def _as_number(s):
-    """A plain decimal / scientific number as an exact Decimal, else None (LaTeX goes to math-verify)."""
-    s = s.replace(" ", "") if not _THOUSANDS.match(s) else re.sub(r"\{,\}|,|\\,|\\!|\s", "", s)
-    s = s.replace("\\!", "")
-    if not _NUMBER.match(s):
+    """A plain number (decimal, scientific, integer fraction, a \\times 10^{b}) as an exact Decimal or Fraction;
+    None for anything else (that goes to math-verify)."""
+    if len(s) > _MAX_DIGITS:
         return None
-    return decimal.Decimal(s)
+    if _THOUSANDS.match(s):
+        s = re.sub(r"\{,\}|,|\\,|\\!|\s", "", s)
+    if _NUMBER.match(s):
+        d = decimal.Decimal(s)
+        return d if abs(d.adjusted()) <= _MAX_DIGITS else None
+    m = _FRAC.match(s) or _SLASH.match(s)
+    if m:
+        parts = [g for g in m.groups()[1:] if g] if m.re is _FRAC else list(m.groups())
+        value = fractions.Fraction(int(parts[0]), int(parts[1])) if int(parts[1]) else None
+        return -value if value is not None and m.re is _FRAC and m.group(1) else value
+    m = _TIMES_TEN.match(s)
+    if m:
+        exp = int(m.group(2) or m.group(3))
+        return decimal.Decimal(f"{m.group(1) or 1}e{exp}") if abs(exp) <= _MAX_DIGITS else None
+    return None
 
 
 def _numbers_close(a, b):
-    """|a - b| <= ABS_TOL and <= REL_TOL * max(|a|, |b|), computed exactly (Decimal or float inputs).
+    """|a - b| <= ABS_TOL and <= REL_TOL * max(|a|, |b|), computed exactly (Decimal / Fraction / float inputs).
 
     Raises decimal.InvalidOperation for NaN (callers treat any exception as "not equal")."""
+    if isinstance(a, fractions.Fraction) and isinstance(b, fractions.Fraction):
+        if a == b:  # two fractions: exact
+            return True
     with decimal.localcontext() as ctx:
         ctx.prec, ctx.Emax, ctx.Emin = 60, decimal.MAX_EMAX, decimal.MIN_EMIN
-        a, b = decimal.Decimal(a), decimal.Decimal(b)
+
+        def dec(x):  # 60 significant digits: far below both tolerances
+            if isinstance(x, fractions.Fraction):
+                return decimal.Decimal(x.numerator) / decimal.Decimal(x.denominator)
+            return decimal.Decimal(x)
+
+        a, b = dec(a), dec(b)
         if a == b:
             return True
         diff = abs(a - b)

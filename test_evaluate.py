@@ -133,6 +133,19 @@ def test_small_numbers_need_relative_error(pred, gold, expected):
     assert grade_math(boxed(pred), gold) is expected
 
 
+@pytest.mark.parametrize("gold,pred", [
+    ("\\frac{1}{2}", "0.5"), ("\\dfrac12", "1/2"), ("-\\frac{3}{4}", "-0.75"), ("\\frac{1}{3}", "0.333333"),
+    ("\\frac{1}{3}", "0.3333"), ("\\frac{2}{3}", "0.666667"), ("3/4", "\\frac{3}{4}"), ("5/7", "0.71"),
+    ("4.5\\times10^{33}", "4.5e33"), ("1.2\\cdot 10^{-8}", "1.2e-8"), ("10^{-5}", "0.00001"), ("10^5", "100000"),
+    ("1.2\\times10^{-8}", "1.3e-8"), ("14{,}916", "14916"), ("025", "25"), ("0.1", "0.10000001"), ("7", "7.0000011"),
+])
+def test_fast_numeric_path_agrees_with_math_verify(gold, pred):
+    # the exact-arithmetic shortcut must give math-verify's verdict (plus our relative check) on numbers
+    fast = evaluate._equivalent(gold, pred)
+    slow = evaluate._GRADER.equal(evaluate._latex_ready(gold), evaluate._latex_ready(pred), False, 10.0)
+    assert evaluate._as_number(evaluate._clean(gold)) is not None and fast == slow
+
+
 def test_argument_order_gold_first():
     # math-verify is asymmetric: a relation gold accepts an interval answer, not the other way round
     assert grade_math(boxed("(1, 2)"), "1 < x < 2") is True
