@@ -74,7 +74,6 @@ class InputError(ValueError):
 # Ids, configs, splits and field names were read from the dataset cards on the hub (see PAPER.md).
 
 BENCHMARKS = {
-    #  name            hub id                               config / data files            split    id field
     "math500": dict(hub="HuggingFaceH4/MATH-500", split="test", id="unique_id", problem="problem", answer="answer"),
     "amc": dict(hub="AI-MO/aimo-validation-amc", split="train", id="id", problem="problem", answer="answer"),
     "aime": dict(hub="AI-MO/aimo-validation-aime", split="train", id="id", problem="problem", answer="answer"),
@@ -189,12 +188,23 @@ def _load_hub(name, split, limit):
     except Exception as e:  # offline, hub down, renamed: one line, never a traceback
         raise InputError(f"cannot download {spec['hub']}: no network? pass a local file "
                          f"({type(e).__name__})") from None
+    return _map_rows(spec, ds, limit, spec["hub"])
+
+
+def _map_rows(spec, ds, limit, source):
+    """Apply a field map to the first `limit` rows; a row that does not fit is a one-line InputError."""
     rows = ds if limit is None else ds.select(range(min(limit, len(ds))))
+    out = []
     try:
-        return [_to_record(spec, dict(row), i) for i, row in enumerate(rows)]
-    except (KeyError, TypeError, ValueError, pickle.UnpicklingError, zlib.error) as e:  # the hub copy changed
-        raise InputError(f"{spec['hub']}: unexpected layout ({type(e).__name__}: {e}); it has: "
+        for i, row in enumerate(rows):
+            rec = _to_record(spec, dict(row), i)
+            if spec.get("answer") is None and row.get("solution") and not rec.get("tests"):
+                rec["answer"] = extract_boxed(row["solution"]) or ""  # MATH-style files: gold = boxed solution
+            out.append(rec)
+    except (KeyError, TypeError, ValueError, pickle.UnpicklingError, zlib.error) as e:  # e.g. the hub copy changed
+        raise InputError(f"{source}: row {i}: unexpected layout ({type(e).__name__}: {e}); it has: "
                          f"{', '.join(ds.column_names)}") from None
+    return out
 
 
 def _load_local(path, limit):
@@ -221,14 +231,7 @@ def _load_local(path, limit):
                              f"({'/'.join(ANSWER_FIELDS)}) or tests; it has: {', '.join(fields) or 'none'}")
         spec = dict(id=next((f for f in ("id", "unique_id", "question_id") if f in fields), None),
                     problem=problem, answer=answer)
-    rows = ds if limit is None else ds.select(range(min(limit, len(ds))))
-    out = []
-    for i, row in enumerate(rows):
-        rec = _to_record(spec, row, i)
-        if spec.get("answer") is None and "solution" in row and not rec.get("tests"):
-            rec["answer"] = extract_boxed(row["solution"]) or ""  # MATH-style files: gold = the boxed solution
-        out.append(rec)
-    return out
+    return _map_rows(spec, ds, limit, path)
 
 
 def load_problems(name_or_path, split=None, limit=None):
@@ -395,7 +398,7 @@ def _numbers_close(a, b):
             return True
         diff = abs(a - b)
         # absolute test = math-verify's 6-decimal rounding; the relative one keeps 1e-7 != 2e-7
-        return diff <= decimal.Decimal(ABS_TOL) and diff <= decimal.Decimal(REL_TOL) * max(abs(a), abs(b))
+        return diff <= decimal.Decimal(str(ABS_TOL)) and diff <= decimal.Decimal(str(REL_TOL)) * max(abs(a), abs(b))
 
 
 _SCI = re.compile(r"(?<![\w.\\])(\d+(?:\.\d*)?|\.\d+)[eE]([+-]?\d+)(?![\w.])")

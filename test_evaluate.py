@@ -84,7 +84,8 @@ SUITE_CASES = [
     ("-34x-45y+20z-100=0", "34x+45y-20z+100=0", True), ("\\text{Evelyn}", "\\text{Evelyn}", True),
     ("\\text{(C)}", "C", True), ("(C)", "\\text{(C)}", True), ("(B)", "\\text{(C)}", False),
     ("0.333333", "\\frac13", True), ("0.3333", "\\frac13", False), ("3.14", "\\pi", False),
-    ("2\\sqrt{2}", "\\sqrt{8}", True), ("\\sqrt{2}/2", "\\frac{1}{\\sqrt{2}}", True), ("\\sqrt{12}", "2\\sqrt{3}", True),
+    ("2\\sqrt{2}", "\\sqrt{8}", True), ("\\sqrt{2}/2", "\\frac{1}{\\sqrt{2}}", True),
+    ("\\sqrt{12}", "2\\sqrt{3}", True),
     ("\\infty", "\\infty", True), ("\\emptyset", "\\emptyset", True), ("\\$1000.99", "1000.99", True),
     ("16386.20", "\\$16{,}386.20", True), ("1,000.99", "1000.99", True),
 ]
@@ -441,11 +442,17 @@ def test_livecodebench_field_map_and_grading(fake_hub):
     assert grade(func_rec, good) and not grade(func_rec, good.replace("2 * x", "x + 3"))
 
 
+def test_local_livecodebench_dump(tmp_path):
+    path = _write_jsonl(tmp_path / "lcb.jsonl", HUB_ROWS["livecodebench"])
+    stdin_rec, func_rec = evaluate.load_problems(path)
+    assert stdin_rec["tests"][1] == {"input": "5 7\n", "output": "12\n"} and "Solution()" in func_rec["tests"]
+
+
 def test_livecodebench_refuses_pickled_code(fake_hub):
     evil = base64.b64encode(zlib.compress(pickle.dumps(os.getcwd))).decode()  # a pickle that imports a function
     HUB_ROWS["livecodebench"].append(dict(HUB_ROWS["livecodebench"][0], private_test_cases=evil))
     try:
-        with pytest.raises(InputError, match="unexpected layout"):
+        with pytest.raises(InputError, match="row 2: unexpected layout"):
             evaluate.load_problems("livecodebench")
     finally:
         HUB_ROWS["livecodebench"].pop()
