@@ -29,6 +29,8 @@ with) and plain math-verify 0.9.0:
   7. No input can hang or crash the caller: math-verify's timeouts use signal.alarm (main thread only,
      and they cannot interrupt a long C-level computation); here a watchdog kills the worker process
      after GRADE_TIMEOUT seconds, from any thread. Any failure is a wrong answer, never an exception.
+  8. Plain numbers, integer fractions and a\times10^{b} are compared by exact arithmetic before sympy is
+     involved (the same verdict, ~100x faster); answers over MAX_ANSWER_CHARS match only as identical text.
 
 Usage (re-grade result files, one row per file):
     python evaluate.py runs/greedy.jsonl runs/em_inf.jsonl
@@ -63,6 +65,9 @@ CODE_SYSTEM_PROMPT = ("You are an expert Python programmer. You will be given a 
 GRADE_TIMEOUT = 10.0  # seconds one math comparison may take before the watchdog kills the worker
 MV_TIMEOUT = 3  # math-verify's own (signal.alarm, whole seconds) timeout inside the worker: cheap recovery
 ABS_TOL, REL_TOL = 1e-6, 1e-5  # numeric equality: both must hold (difference 2 in the docstring)
+# real final answers are short (a 10x10 matrix is ~600 characters); longer "answers" are degenerate text that
+# would only burn math-verify timeouts: they match by exact string only
+MAX_ANSWER_CHARS = 2000
 
 
 class InputError(ValueError):
@@ -567,6 +572,8 @@ def _equivalent(gold, pred, symmetric=False, timeout=None):
         g, p = _as_number(gold), _as_number(pred)
         if g is not None and p is not None:  # both plain numbers: decided here, exactly
             return _numbers_close(g, p)
+        if max(len(gold), len(pred)) > MAX_ANSWER_CHARS:
+            return False
     except Exception:
         return False
     key = (gold, pred, symmetric)
