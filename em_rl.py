@@ -1,29 +1,397 @@
-"""em_rl.py: EM-RL, reinforcement learning with negative entropy as the only reward (draft: method first)."""
+"""em_rl.py: EM-RL, reinforcement learning with the model's own negative entropy as the only reward (no labels).
+
+Objective (PPO on leave-one-out advantages; the reward is computed by the policy itself):
+
+    max_theta  E_{x, y ~ pi_theta}[r(y)] - kl_coef * KL(pi_theta || pi_ref),   with either
+    r(y) = -(1/|y|) sum_t H(pi_theta(. | x, y_<t))        (--reward token: EM-RL-token)
+    r(y) =  (1/|y|) sum_t log pi_theta(y_t | x, y_<t)     (--reward sequence: EM-RL-sequence)
+
+optimized per mini-batch with the PPO clipped surrogate, a token mean over the response tokens:
+
+    L = mean_{i,t} [ max(-A_i rho_it, -A_i clip(rho_it, 1 - 0.2, 1 + 0.2)) + kl_coef * k3_it - entropy_coef * H_it ]
+    rho_it = pi_theta(y_it) / pi_old(y_it),   A_i = r_i - 1/(n-1) sum_{j != i} r_j  (RLOO over a prompt's n samples)
+
+with H(p) = -sum_v p_v log p_v in nats. Paper: Agarwal et al., "The Unreasonable Effectiveness of
+Entropy Minimization in LLM Reasoning", arXiv 2505.15134, Sec. 3.2. Each step samples --n responses
+for each of --batch-size prompts at temperature 1 (only the problem text is used), scores them with
+the current policy without gradient (which also gives pi_old), and takes one AdamW step per
+--mini-batch-size prompts for --ppo-epochs epochs. Entropies and log-probs come from the final hidden
+states and the lm_head weight in chunks (entropy.response_entropy_logprob): the [B, T, V] logits never
+exist, neither when scoring nor in the update.
+
+Differences from the paper and the official code (shivamag125/EM_PT, a vendored verl fork, EM-RL/verl):
+ 1. Reward normalization: the paper writes both rewards as sums over the response tokens; the
+    official reward managers (emrl_token_manager.py, emrl_sequence_manager.py) take the mean. We
+    default to the mean (--reward-reduction mean) and offer the paper's sum.
+ 2. Entropy bonus: the official config (ppo_trainer.yaml, actor.entropy_coeff: 0.001) leaves verl's
+    entropy BONUS on, which raises the entropy the reward lowers; the paper never mentions it. We
+    default --entropy-coef to 0; pass 0.001 to reproduce the official runs (same sign as verl).
+ 3. Loss aggregation: verl takes a token mean per micro-batch, then averages the micro-batches (so
+    the micro-batch size changes each token's weight); we divide by the response tokens of the whole
+    mini-batch (all micro-batches and ranks), so every token weighs the same whatever the batching.
+ 4. k3 KL (--kl-coef, paper 0.001): we clamp r = log pi_ref - log pi_theta to [-10, 10] before
+    exp(r) - r - 1; the vendored verl (low_var_kl) instead clamps the k3 value to at most 10 (zero
+    gradient beyond). The two agree wherever k3 < 10, i.e. everywhere in a healthy run.
+ 5. Rollouts: our batched KV-cache loop (no vLLM), plain temperature sampling (official: top_p 1, no
+    top-k); rewards and old log-probs are recomputed by a training-style forward, as verl does, so
+    the PPO ratio is exactly 1 at the first update.
+ 6. Precision, training data and schedule as em_ft.py: float32 master weights, the forward in --dtype
+    (bf16 on CUDA); the paper trains on 35K NuminaMath prompts (--dataset defaults to math500 only
+    because evaluate.py names it); constant learning rate; --steps is a fixed count.
+
+Commands:
+  1 GPU (a 1.5B model fits 80 GB with fp32 AdamW; 7B needs FSDP):
+    python em_rl.py --model Qwen/Qwen2.5-Math-1.5B --dataset numina.jsonl --micro-batch-size 16 --out runs/em_rl_1p5b
+  4 GPUs, FSDP2 (the paper's setup: 512 prompts x 4 rollouts per step, 4 PPO mini-batches):
+    torchrun --nproc_per_node 4 em_rl.py --model Qwen/Qwen2.5-Math-7B --dataset numina.jsonl --reward token \
+        --gradient-checkpointing --eval-dataset math500 --eval-every 10 --out runs/em_rl_token_7b
+  CPU smoke (about a minute):
+    python em_rl.py --model local_models/smollm2 --dataset data/mini_math.jsonl --batch-size 2 --mini-batch-size 2 \
+        --micro-batch-size 8 --steps 2 --max-new-tokens 16 --out runs/em_rl_smoke
+Rerunning a command resumes from its --out folder; Ctrl-C finishes the step, saves and exits.
+"""
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+
 import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
+                                                     set_optimizer_state_dict)
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import entropy
+import evaluate
 
 
-# ---- the method: rewards, advantages, PPO loss (paper Sec. 3.2) ----
+def fail(message):
+    """Bad input: one line on stderr naming the problem and the fix, exit code 2, no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+# ---- arguments: the common flags come first, in this order, with these help texts ----
+def common_args(p, *, batch_size_default, batch_size_help):
+    p.add_argument("--model", default="Qwen/Qwen2.5-Math-7B", help="hub id or local folder (paper Sec. 4)")
+    p.add_argument("--dataset", default="math500", help="benchmark name or .jsonl/.json/.parquet file, see evaluate.load_problems")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N problems (ours: smoke runs)")
+    p.add_argument("--batch-size", type=int, default=batch_size_default, help=batch_size_help)
+    p.add_argument("--max-new-tokens", type=int, default=4096, help="response length cap (paper Sec. 4: 4096; 3072 for training)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same output (ours)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype; auto = bf16 on CUDA, float32 on CPU (ours)")
+    p.add_argument("--device", default="auto", help="auto = cuda if available else cpu (ours)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the hot entropy / logit-update functions; default on for CUDA, off on CPU (ours)")
+    return p
+
+
+# ---- training arguments: shared by em_ft.py and em_rl.py, same names and defaults ----
+def training_args(p, *, steps_default, steps_help):
+    p.set_defaults(max_new_tokens=3072)  # training responses are capped at 3072 tokens (paper App.)
+    p.add_argument("--steps", type=int, default=steps_default, help=steps_help)
+    p.add_argument("--lr", type=float, default=1e-6, help="AdamW learning rate, constant (official EM-RL config: 1e-6)")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (official EM-RL config: 0.01)")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="clip the global gradient norm to this (paper / official config: 1.0)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the training responses (paper Sec. 3: 1.0)")
+    p.add_argument("--max-prompt-tokens", type=int, default=1024, help="skip longer prompts (paper App.: prompts <= 1024 tokens)")
+    p.add_argument("--micro-batch-size", type=int, default=8, help="sequences per sampling call and per forward/backward on each rank; gradients accumulate to the full batch (ours: 7B, 4K tokens, 80 GB)")
+    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False, help="recompute each layer's activations in backward: far less activation memory for ~30%% more compute (ours)")
+    p.add_argument("--out", default=os.path.join("runs", os.path.basename(__file__)[:-3]), help="run folder: metrics.jsonl, the latest model (save_pretrained) and train_state.pt; rerunning resumes from it (ours)")
+    p.add_argument("--save-every", type=int, default=10, help="save a checkpoint every N steps, and always after the last one (ours)")
+    p.add_argument("--eval-dataset", default=None, help="benchmark for greedy accuracy during training, named as --dataset (ours: off)")
+    p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps and after the last one; 0 = after the last one only (ours)")
+    p.add_argument("--eval-limit", type=int, default=None, help="use only the first N eval problems (ours: smoke runs)")
+    return p
+
+
+def check_training_args(args):
+    """One-line errors for values the training loop cannot use."""
+    if args.lr <= 0:
+        fail(f"--lr must be > 0, got {args.lr}")
+    if args.steps < 1:
+        fail(f"--steps must be >= 1, got {args.steps}")
+    for name in ("batch_size", "micro_batch_size", "max_new_tokens", "max_prompt_tokens", "save_every", "samples_per_prompt"):
+        if getattr(args, name) < 1:
+            fail(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.temperature <= 0 or args.grad_clip <= 0 or args.eval_every < 0:
+        fail("--temperature and --grad-clip must be > 0 and --eval-every >= 0")
+    if args.dtype == "float16":
+        fail("--dtype float16 needs loss scaling, which this script does not do: use bfloat16")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="EM-RL: RL with negative entropy as the only reward (arXiv 2505.15134 Sec. 3.2)")
+    common_args(p, batch_size_default=512, batch_size_help="prompts per RL step (rollout batch), split across ranks (paper: 512, x 4 rollouts = 2048)")
+    training_args(p, steps_default=100, steps_help="RL steps, each: rollouts, rewards, PPO updates (paper: ~100)")
+    # ---- EM-RL flags ----
+    # --samples-per-prompt is em_ft.py's name for the same number, so the shared code reads it unchanged;
+    # under torchrun spell it out: torchrun's own parser rejects --n as an ambiguous abbreviation of its flags
+    p.add_argument("--n", "--samples-per-prompt", dest="samples_per_prompt", type=int, default=4, help="rollouts per prompt, >= 2 for the leave-one-out baseline (paper / official rollout.n: 4)")
+    p.add_argument("--reward", default="token", choices=["token", "sequence"], help="token: minus the token entropy; sequence: log-prob of the sampled response (paper Sec. 3.2; token scores higher in Table 2)")
+    p.add_argument("--reward-reduction", default="mean", choices=["mean", "sum"], help="reduce the reward over the response tokens (official reward managers: mean; paper: sum)")
+    p.add_argument("--advantage", default="rloo", choices=["rloo", "grpo"], help="rloo: r_i minus the mean of the other samples; grpo: group mean/std (paper / official adv_estimator: rloo)")
+    p.add_argument("--mini-batch-size", type=int, default=128, help="prompts per PPO optimizer step, split across ranks (official ppo_mini_batch_size: 128, i.e. 4 steps per 512 prompts)")
+    p.add_argument("--ppo-epochs", type=int, default=1, help="passes over each rollout batch (official ppo_epochs: 1)")
+    p.add_argument("--clip", type=float, default=0.2, help="PPO clip range: rho is clipped to [1 - clip, 1 + clip] (paper / official clip_ratio: 0.2)")
+    p.add_argument("--kl-coef", type=float, default=0.001, help="weight of the k3 KL to the frozen initial model, loaded only when > 0 (paper / official kl_loss_coef: 0.001)")
+    p.add_argument("--entropy-coef", type=float, default=0.0, help="weight of an entropy BONUS in the loss, as verl's entropy_coeff (ours: 0; the official config's 0.001 works against EM)")
+    args = p.parse_args(argv)
+    if args.samples_per_prompt < 2:
+        fail(f"--n must be >= 2 (the leave-one-out baseline needs another sample of the same prompt), got {args.samples_per_prompt}")
+    check_training_args(args)
+    if args.kl_coef < 0:
+        fail(f"--kl-coef must be >= 0, got {args.kl_coef}")
+    if args.mini_batch_size < 1 or args.ppo_epochs < 1 or args.clip <= 0:
+        fail("--mini-batch-size and --ppo-epochs must be >= 1 and --clip > 0")
+    if args.batch_size % args.mini_batch_size:
+        fail(f"--batch-size {args.batch_size} must be a multiple of --mini-batch-size {args.mini_batch_size}")
+    return args
+
+
+# ---- setup: distributed, device, dtype, seed, compile; printed once ----
+def setup(args):
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; a plain `python` run is world size 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if args.device == "auto":
+        args.device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if args.dtype == "auto":
+        args.dtype = "bfloat16" if device.type == "cuda" else "float32"
+    if args.compile is None:
+        args.compile = device.type == "cuda"
+    entropy.set_compile(args.compile)
+    torch.manual_seed(args.seed + rank)
+    if rank == 0:
+        print(f"device={device} dtype={args.dtype} compile={args.compile} world_size={world}", flush=True)
+        print("args: " + json.dumps(vars(args)), flush=True)
+    return rank, world, device, getattr(torch, args.dtype)
+
+
+def load_model(args, device, dtype):
+    """Model + left-padding tokenizer from a hub id or a local folder, one-line error if missing."""
+    if (os.path.sep in args.model or args.model.startswith(".")) and not os.path.isdir(args.model):
+        fail(f"model folder {args.model!r} does not exist: pass a local model folder or a hub id")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(args.model, padding_side="left")
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(device)
+    except OSError as e:
+        fail(f"cannot load model {args.model!r} ({str(e).splitlines()[0]}): check the name, or pass a local folder")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def stop_token_ids(model, tokenizer):
+    """EOS ids from the tokenizer, the generation config and the chat end token, whichever exist."""
+    ids = {tokenizer.eos_token_id}
+    gen_eos = model.generation_config.eos_token_id
+    ids |= set(gen_eos) if isinstance(gen_eos, (list, tuple)) else {gen_eos}
+    vocab = tokenizer.get_vocab()
+    ids |= {vocab[t] for t in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>") if t in vocab}
+    return sorted(i for i in ids if i is not None)
+
+
+# ---- sampling: our own batched KV-cache decode loop ----
+@torch.no_grad()
+def sample(model, tokenizer, prompts, max_new_tokens, pick_next, stop_ids):
+    """Decode a batch of prompt strings with the KV cache; static batch, finished rows masked.
+
+    pick_next(logits [B, V] float32, step) -> (next tokens [B] long, stats dict of [B] tensors)
+    is the only per-method part: temperature sampling, greedy or the EM-INF update.
+    Returns prompt_ids [B, P] (left padded), response ids [B, R] (pad after the stop token),
+    response_mask [B, R] (1 on generated tokens, stop token included), per-step stats [B, R] each.
+    With torch.distributed initialized, every rank keeps stepping until all ranks are done, so
+    collective ops inside the forward (FSDP2 all-gathers) stay in lock-step.
+    """
+    device = next(model.parameters()).device
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    ids, attn = enc.input_ids, enc.attention_mask
+    pos = (attn.cumsum(-1) - 1).clamp_min(0)  # left padding: positions count real tokens only
+    stop = torch.tensor(stop_ids, device=device)
+    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
+    out, stats = [], {}
+    cache, step_ids, step_pos = None, ids, pos
+    for step in range(max_new_tokens):
+        res = model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos, cache=cache,
+                    use_cache=True, logits_to_keep=1)
+        cache = res.cache
+        nxt, st = pick_next(res.logits[:, -1].float(), step)
+        nxt = torch.where(done, tokenizer.pad_token_id, nxt)  # finished rows emit padding
+        for k, v in st.items():
+            stats.setdefault(k, []).append(torch.where(done, torch.zeros_like(v), v))
+        out.append(torch.stack([nxt, (~done).long()], -1))
+        done |= torch.isin(nxt, stop)
+        all_done = done.all()
+        if dist.is_initialized():
+            flag = all_done.float()
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            all_done = flag.bool()
+        if all_done:
+            break
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], -1)
+        step_ids, step_pos = nxt[:, None], step_pos[:, -1:] + 1
+    out = torch.stack(out, 1)  # [B, R, 2]
+    return ids, out[..., 0], out[..., 1], {k: torch.stack(v, 1) for k, v in stats.items()}
+
+
+# ---- training plumbing shared by em_ft.py and em_rl.py: sharding, precision, data, rollouts, eval ----
+def prepare_model(model, args, world, *, trainable=True):
+    """Gradient checkpointing (optional), then FSDP2 when launched by torchrun.
+
+    fully_shard on every decoder layer, then on the root: each layer's weights are all-gathered just
+    before its forward and freed after it; the root group (embeddings, final norm, lm_head) is
+    gathered by the root's forward and, as FSDP2 does for the root, kept unsharded until backward.
+    That is why forward_entropy_logprob below may use model.lm_head.weight after the forward.
+    """
+    if trainable and args.gradient_checkpointing:
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    if world > 1:
+        # compute in --dtype, reduce gradients in float32, keep float32 master weights (sharded)
+        mp = MixedPrecisionPolicy(param_dtype=getattr(torch, args.dtype), reduce_dtype=torch.float32)
+        for layer in model.model.layers:  # Qwen2 / Llama / Mistral: decoder layers live at model.model.layers
+            fully_shard(layer, mp_policy=mp)
+        fully_shard(model, mp_policy=mp)
+    model.train(trainable)
+    return model
+
+
+def autocast(device, dtype):
+    """Forward in dtype over float32 weights in one process; under FSDP2 the MixedPrecisionPolicy
+    casts instead (autocast would also cache a cast copy of every gathered weight)."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32 and not dist.is_initialized())
+
+
+def all_reduce_sum(x):
+    """Sum a tensor over ranks (no-op in one process)."""
+    if dist.is_initialized():
+        dist.all_reduce(x)
+    return x
+
+
+def training_prompts(problems, tokenizer, args, rank):
+    """Chat prompts of the training problems (problem text only: no answers are used), long ones skipped."""
+    prompts = [evaluate.build_prompt(tokenizer, r) for r in problems]
+    kept = [p for p in prompts if len(tokenizer(p, add_special_tokens=False).input_ids) <= args.max_prompt_tokens]
+    if not kept:
+        fail(f"every prompt of {args.dataset} is longer than --max-prompt-tokens {args.max_prompt_tokens}")
+    if rank == 0 and len(kept) < len(prompts):
+        print(f"skipped {len(prompts) - len(kept)} prompts longer than {args.max_prompt_tokens} tokens", flush=True)
+    return kept
+
+
+def step_prompts(prompts, step, args, rank, world):
+    """This rank's prompts for optimizer step `step` (1-based), each repeated --samples-per-prompt times.
+
+    The data position is a pure function of the step: the stream is epoch 0, 1, ... and epoch e
+    visits the prompts in the order randperm(seed + e). So a resumed run neither repeats nor skips.
+    """
+    n, start = len(prompts), (step - 1) * args.batch_size
+    orders = {}
+    batch = []
+    for k in range(start, start + args.batch_size):
+        epoch = k // n
+        if epoch not in orders:
+            orders[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed + epoch))
+        batch.append(prompts[orders[epoch][k % n]])
+    share = args.batch_size // world  # rank r takes the r-th contiguous slice of the global batch
+    return [p for p in batch[rank * share:(rank + 1) * share] for _ in range(args.samples_per_prompt)]
+
+
+def rollout(model, tokenizer, prompts, args, stop_ids, device, dtype):
+    """Sample one response per prompt string at --temperature, --micro-batch-size prompts per call.
+
+    Returns micro-batches: dicts of input_ids, attention_mask, response_mask, each [b, P + R]
+    (prompt then response; response_mask is 1 on generated tokens, stop token included).
+    """
+    def pick_next(logits, step):
+        # y_t ~ softmax(z_t / T): plain temperature sampling (official: top_p 1.0, no top-k)
+        probs = torch.softmax(logits / args.temperature, dim=-1)
+        return torch.multinomial(probs, 1).squeeze(-1), {}
+
+    model.eval()  # in train mode, HF switches the KV cache off when gradient checkpointing is on
+    batches = []
+    for i in range(0, len(prompts), args.micro_batch_size):
+        chunk = prompts[i:i + args.micro_batch_size]
+        with autocast(device, dtype):
+            prompt_ids, response, response_mask, _ = sample(model, tokenizer, chunk, args.max_new_tokens, pick_next, stop_ids)
+        # the same left-padded tokenization as inside sample(), for the prompt's attention mask
+        prompt_mask = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).attention_mask.to(device)
+        batches.append({"input_ids": torch.cat([prompt_ids, response], 1),  # [b, P + R]
+                        "attention_mask": torch.cat([prompt_mask, response_mask], 1),
+                        "response_mask": torch.cat([torch.zeros_like(prompt_mask), response_mask], 1)})
+    model.train()
+    return batches
+
+
+def forward_entropy_logprob(model, batch):
+    """Per-token entropy and log p of the sampled response tokens, never building [B, T, V] logits.
+
+    One root forward (FSDP2 hooks run) with logits_to_keep=1, so lm_head projects only the last
+    position ([B, 1, V], negligible), and output_hidden_states=-1, which keeps only the final hidden
+    states after the last norm. The vocabulary projection of the response positions then happens
+    chunk by chunk inside entropy.response_entropy_logprob. Returns (H, log p, mask), each [B, T-1].
+    """
+    pos = (batch["attention_mask"].cumsum(-1) - 1).clamp_min(0)  # the positions sample() used
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=pos,
+                use_cache=False, logits_to_keep=1, output_hidden_states=-1)
+    hidden = out.hidden_states[-1]  # [B, T, d]
+    return entropy.response_entropy_logprob(hidden, model.lm_head.weight, batch["input_ids"], batch["response_mask"])
+
+
+@torch.no_grad()
+def evaluate_accuracy(model, tokenizer, problems, args, stop_ids, device, dtype, rank, world):
+    """Greedy pass@1 on problems through evaluate.build_prompt / evaluate.grade, split across ranks."""
+    def greedy(logits, step):
+        return logits.argmax(dim=-1), {}
+
+    mine = problems[rank::world]
+    per_rank = -(-len(problems) // world)
+    # every rank decodes the same number of batches (FSDP2 collectives); fillers are not graded
+    padded = mine + [problems[0]] * (per_rank - len(mine))
+    correct = torch.zeros((), device=device)
+    model.eval()
+    for i in range(0, per_rank, args.micro_batch_size):
+        chunk = padded[i:i + args.micro_batch_size]
+        with autocast(device, dtype):
+            _, response, _, _ = sample(model, tokenizer, [evaluate.build_prompt(tokenizer, r) for r in chunk],
+                                       args.max_new_tokens, greedy, stop_ids)
+        texts = tokenizer.batch_decode(response, skip_special_tokens=True)
+        correct += sum(evaluate.grade(rec, text) for j, (rec, text) in enumerate(zip(chunk, texts)) if i + j < len(mine))
+    model.train()
+    return all_reduce_sum(correct).item() / len(problems)
+
+
+# ---- the method: rewards, advantages and the PPO loss (paper Sec. 3.2) ----
 def token_entropy_reward(token_entropy, mask, reduction="mean"):
-    """EM-RL-token reward: minus the entropy of the policy at every response token.
+    """EM-RL-token reward: minus the policy's entropy at every response token.
 
     token_entropy, mask: [B, T] (entropy in nats, mask true on response tokens) -> [B].
-    reduction "sum" is the paper's r(y) = -sum_t H_t; "mean" is the official code's -mean_t H_t.
+    "sum" is the paper's r(y) = -sum_t H_t; "mean" divides by |y|, as the official code does.
     """
-    # r(y) = - sum_t H(pi(. | x, y_<t))   (divided by the response length for "mean")
+    # r(y) = -sum_t H(pi(. | x, y_<t))   (/ |y| for "mean")
     total = (token_entropy * mask).sum(dim=-1)
     return -(total / mask.sum(dim=-1).clamp_min(1) if reduction == "mean" else total)
 
 
 def sequence_logprob_reward(token_logprob, mask, reduction="mean"):
-    """EM-RL-sequence reward: the log-probability of the sampled response (trajectory entropy estimate).
+    """EM-RL-sequence reward: the log-probability of the sampled response.
 
     token_logprob, mask: [B, T] (log pi(y_t | x, y_<t) of the sampled tokens) -> [B].
-    E_y[-log pi(y)] is the entropy of the whole response, so -(-log pi(y)) is a one-sample
-    estimate of minus that entropy. "sum" is the paper's form, "mean" the official code's.
+    E_y[-log pi(y | x)] is the entropy of the whole response, so log pi(y | x) is a one-sample
+    estimate of minus the trajectory entropy. "sum" is the paper's form, "mean" the official code's.
     """
-    # r(y) = sum_t log pi(y_t | x, y_<t)
+    # r(y) = sum_t log pi(y_t | x, y_<t)   (/ |y| for "mean")
     total = (token_logprob * mask).sum(dim=-1)
     return total / mask.sum(dim=-1).clamp_min(1) if reduction == "mean" else total
 
@@ -32,8 +400,8 @@ def rloo_advantages(rewards):
     """REINFORCE leave-one-out advantages, no std normalization (paper Sec. 3.2, official adv_estimator=rloo).
 
     rewards: [P, n], n >= 2 samples of each of P prompts -> [P, n].
-    Each sample's baseline is the mean reward of the OTHER n - 1 samples of its prompt, so the
-    baseline does not depend on the sample itself and the policy gradient stays unbiased.
+    Each sample's baseline is the mean reward of the OTHER n - 1 samples of its prompt: it does not
+    depend on the sample itself, so the policy gradient stays unbiased.
     """
     n = rewards.shape[-1]
     # A_i = r_i - 1/(n-1) sum_{j != i} r_j
@@ -41,39 +409,329 @@ def rloo_advantages(rewards):
 
 
 def grpo_advantages(rewards, eps=1e-6):
-    """GRPO advantages: group-normalized rewards, the alternative the paper compares to (Table 2).
+    """GRPO advantages: rewards normalized within each prompt's group (the paper's labeled baseline).
 
     rewards: [P, n] -> [P, n]. eps keeps a group of equal rewards at 0 instead of 0/0.
     """
     # A_i = (r_i - mean_j r_j) / (std_j r_j + eps), std with Bessel's correction (as verl's torch.std)
     mean = rewards.mean(dim=-1, keepdim=True)
-    std = rewards.std(dim=-1, keepdim=True)
-    return (rewards - mean) / (std + eps)
+    return (rewards - mean) / (rewards.std(dim=-1, keepdim=True) + eps)
 
 
 def ppo_clip_loss(logp, old_logp, advantages, clip=0.2):
-    """Per-token PPO clipped surrogate (to minimize) and whether each token was clipped.
+    """Per-token PPO clipped surrogate (to minimize) and whether each token's ratio was clipped.
 
-    logp, old_logp: [B, T] log pi_theta and log pi_old of the sampled tokens; advantages: [B]
-    (one per response, broadcast to every token: the reward is given once per response).
-    returns (loss [B, T], clipped [B, T] bool); reduce both with a masked mean over tokens.
+    logp, old_logp: [B, T] log pi_theta and log pi_old of the sampled tokens; advantages: [B], one
+    per response, broadcast to its tokens (the reward is given once per response, gamma = 1).
+    returns (loss [B, T], clipped [B, T] bool); reduce both with a masked mean over response tokens.
     """
-    # ratio_t = pi_theta(y_t) / pi_old(y_t), in log space for stability
+    # rho_t = pi_theta(y_t) / pi_old(y_t), from log-probs for stability
     ratio = torch.exp(logp - old_logp)
-    adv = advantages[:, None]
-    # L_t = max(-A ratio_t, -A clip(ratio_t, 1 - eps, 1 + eps))   (the pessimistic bound)
+    adv = advantages[:, None]  # [B, 1]
+    # L_t = max(-A rho_t, -A clip(rho_t, 1 - eps, 1 + eps)): the pessimistic bound, no gain from
+    # moving rho outside [1 - eps, 1 + eps] in the direction the advantage favours
     unclipped = -adv * ratio
     clipped = -adv * ratio.clamp(1.0 - clip, 1.0 + clip)
     return torch.maximum(unclipped, clipped), clipped > unclipped
 
 
 def k3_kl(logp, ref_logp):
-    """Per-token k3 estimate of KL(pi_theta || pi_ref) from the sampled tokens (verl's "low_var_kl").
+    """Per-token k3 estimate of KL(pi_theta || pi_ref) on tokens sampled from pi_theta.
 
-    logp, ref_logp: [B, T] -> [B, T], >= 0. Unbiased, non-negative and of low variance for
-    samples drawn from pi_theta (Schulman, "Approximating KL divergence", 2020).
+    logp, ref_logp: [B, T] -> [B, T], >= 0. Unbiased (E_pi_theta[exp(r)] = 1) and of low variance
+    (Schulman, "Approximating KL divergence", 2020); verl calls it low_var_kl.
     """
-    # r = log pi_ref(y_t) - log pi_theta(y_t), clamped so exp(r) cannot overflow early in training
+    # r = log pi_ref(y_t) - log pi_theta(y_t), clamped so exp(r) stays finite
     r = (ref_logp - logp).clamp(-10.0, 10.0)
-    # k3 = exp(r) - r - 1   (E_pi_theta[exp(r)] = 1, so E[k3] = E[-r] = KL(pi_theta || pi_ref))
+    # k3 = exp(r) - r - 1
     return torch.exp(r) - r - 1.0
+
+
+@torch.no_grad()
+def score_rollouts(model, ref_model, minibatches, args, device, dtype):
+    """Rewards, pi_old log-probs and advantages of every rollout, from the current policy, no gradient.
+
+    minibatches: lists of micro-batch dicts (from rollout()); each dict gains old_logp and ref_logp
+    ([b, T-1]), reward and advantages ([b]). Rows are prompt-major (each prompt's n samples are
+    adjacent and on the same rank), so the rewards of this rank reshape to [P, n].
+    Returns sums for the step's metrics: entropy, KL, reward, their token / row counts.
+    """
+    model.eval()
+    sums = torch.zeros(5, device=device)  # sum H, sum k3, sum r, response tokens, responses
+    batches = [b for mb in minibatches for b in mb]
+    for batch in batches:
+        with autocast(device, dtype):
+            h, batch["old_logp"], mask = forward_entropy_logprob(model, batch)  # [b, T-1] each
+            if ref_model is not None:
+                batch["ref_logp"] = forward_entropy_logprob(ref_model, batch)[1]
+        if args.reward == "token":
+            batch["reward"] = token_entropy_reward(h, mask, args.reward_reduction)
+        else:
+            batch["reward"] = sequence_logprob_reward(batch["old_logp"], mask, args.reward_reduction)
+        kl = k3_kl(batch["old_logp"], batch["ref_logp"]) if ref_model is not None else torch.zeros_like(h)
+        sums += torch.stack([(h * mask).sum(), (kl * mask).sum(), batch["reward"].sum(), mask.sum().float(), h.new_tensor(float(h.shape[0]))])
+    model.train()
+    # A: [P, n] per prompt, then back to the micro-batches' rows
+    rewards = torch.cat([b["reward"] for b in batches]).view(-1, args.samples_per_prompt)
+    advantages = (rloo_advantages if args.advantage == "rloo" else grpo_advantages)(rewards).flatten()
+    for batch, adv in zip(batches, advantages.split([len(b["reward"]) for b in batches])):
+        batch["advantages"] = adv
+    return sums, torch.stack([advantages.sum(), advantages.square().sum()])
+
+
+def ppo_loss_sums(model, batch, args):
+    """Sums over one micro-batch's response tokens: (loss with gradient, clipped tokens, response tokens).
+
+    Per token: PPO clipped surrogate + kl_coef * k3 - entropy_coef * H, with the state at position t
+    predicting token t+1 (aligned inside entropy.py).
+    """
+    h, logp, mask = forward_entropy_logprob(model, batch)  # [b, T-1] each, zero off the response
+    pg, clipped = ppo_clip_loss(logp, batch["old_logp"], batch["advantages"], args.clip)
+    per_token = pg - args.entropy_coef * h
+    if "ref_logp" in batch:
+        per_token = per_token + args.kl_coef * k3_kl(logp, batch["ref_logp"])
+    return (per_token * mask).sum(), (clipped & mask).sum(), mask.sum()
+
+
+def train_step(model, ref_model, optimizer, minibatches, args, world, device, dtype):
+    """One RL step: score the rollouts, then --ppo-epochs passes of one AdamW step per mini-batch.
+
+    Each optimizer step minimizes the token mean of the per-token loss over the mini-batch's
+    response tokens N on every rank and in every micro-batch, so accumulating micro-batch gradients
+    gives exactly the gradient of the full mini-batch token mean.
+    """
+    sums, adv_sums = score_rollouts(model, ref_model, minibatches, args, device, dtype)
+    sums, adv_sums = all_reduce_sum(sums), all_reduce_sum(adv_sums)
+    h_sum, kl_sum, r_sum, n_tokens, n_rows = sums.tolist()
+    totals = torch.zeros(3, device=device)  # loss, clipped tokens, tokens, summed over updates
+    grad_norms = []
+    for _ in range(args.ppo_epochs):
+        for mb in minibatches:
+            # N = response tokens of this mini-batch on all ranks: the token-mean denominator
+            n_mb = all_reduce_sum(sum(b["response_mask"].sum() for b in mb).float())
+            for batch in mb:
+                with autocast(device, dtype):
+                    loss_sum, clipped, tokens = ppo_loss_sums(model, batch, args)
+                # FSDP averages gradients over the ranks; * world turns that average back into the global sum
+                (loss_sum * world / n_mb.clamp_min(1.0)).backward()
+                totals += torch.stack([loss_sum.detach(), clipped.float(), tokens.float()])
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)  # pre-clip global norm
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            grad_norms.append((grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm).item())
+    loss_total, clipped_total, tokens_total = all_reduce_sum(totals).tolist()
+    adv_mean = adv_sums[0].item() / n_rows
+    stats = {"loss": loss_total / max(tokens_total, 1.0), "reward": r_sum / n_rows, "entropy": h_sum / max(n_tokens, 1.0)}
+    if ref_model is not None:
+        stats["kl"] = kl_sum / max(n_tokens, 1.0)
+    stats["clip_fraction"] = clipped_total / max(tokens_total, 1.0)
+    # population std of the advantages over the global batch: 0 means no learning signal this step
+    stats["advantage_std"] = max(adv_sums[1].item() / n_rows - adv_mean ** 2, 0.0) ** 0.5
+    stats["grad_norm"] = sum(grad_norms) / len(grad_norms)
+    stats["response_tokens"] = int(n_tokens)
+    return stats
+
+
+# ---- checkpoints and metrics: rank 0 writes; saves are atomic; rerunning resumes ----
+STATE_FILE = "train_state.pt"
+RESUME_KEYS = ("model", "dataset", "limit", "batch_size", "samples_per_prompt", "seed", "max_prompt_tokens")
+
+
+def _move_into(src, out):
+    """Move every file of the committed save folder src into out, then remove src."""
+    for name in os.listdir(src):
+        os.replace(os.path.join(src, name), os.path.join(out, name))
+    os.rmdir(src)
+
+
+def finish_interrupted_save(out):
+    """Crash recovery for save_checkpoint: complete a committed save, drop an uncommitted one."""
+    ready, tmp = os.path.join(out, ".save-ready"), os.path.join(out, ".save-tmp")
+    if os.path.isdir(ready):
+        _move_into(ready, out)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def rng_state(device):
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def save_checkpoint(model, optimizer, tokenizer, step, args, device, rank, world):
+    """Save the model (save_pretrained + tokenizer) and train_state.pt into --out, atomically.
+
+    Protocol: write everything to out/.save-tmp, rename it to out/.save-ready (the commit point: a
+    rename is atomic), then move the files into out and remove the folder. A crash before the
+    rename leaves the previous checkpoint intact; after it, finish_interrupted_save completes the
+    move on the next start. Every rank must call this: gathering the FSDP2 shards is collective.
+    """
+    full = StateDictOptions(full_state_dict=True, cpu_offload=True)  # full tensors on rank 0's CPU
+    model_sd = get_model_state_dict(model, options=full)
+    optim_sd = get_optimizer_state_dict(model, optimizer, options=full)
+    rngs = [rng_state(device)]
+    if world > 1:
+        rngs = [None] * world
+        dist.all_gather_object(rngs, rng_state(device))  # each rank's sampling RNG
+    if rank != 0:
+        return
+    tmp, ready = os.path.join(args.out, ".save-tmp"), os.path.join(args.out, ".save-ready")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, state_dict=model_sd)
+    tokenizer.save_pretrained(tmp)
+    torch.save({"step": step, "prompts_seen": step * args.batch_size, "optimizer": optim_sd, "rng": rngs,
+                "world_size": world, "args": vars(args)}, os.path.join(tmp, STATE_FILE))
+    os.replace(tmp, ready)
+    _move_into(ready, args.out)
+
+
+def load_train_state(args, rank, world):
+    """The training state saved in --out (None for a fresh run); one-line error if unreadable."""
+    if rank == 0 and os.path.isdir(args.out):
+        finish_interrupted_save(args.out)
+    if world > 1:
+        dist.barrier()  # rank 0 may just have completed a save
+    path = os.path.join(args.out, STATE_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        # mmap: ranks share the pages instead of each holding a copy of the optimizer state
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        fail(f"cannot read checkpoint {path} ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
+             f"delete {args.out} or pass another --out")
+    if not isinstance(state, dict) or not {"step", "optimizer", "rng", "world_size", "args"} <= state.keys():
+        fail(f"{path} is not a training state written by this script: delete {args.out} or pass another --out")
+    for key in RESUME_KEYS:
+        if state["args"].get(key) != getattr(args, key):
+            fail(f"{args.out} holds a run with --{key.replace('_', '-')} {state['args'].get(key)}, not "
+                 f"{getattr(args, key)}: rerun with the same flags to resume, or pass another --out")
+    return state
+
+
+def restore_train_state(state, model, optimizer, device, rank, world):
+    """Optimizer moments and step counts, and this rank's RNG, from a training state."""
+    set_optimizer_state_dict(model, optimizer, optim_state_dict=state["optimizer"],
+                             options=StateDictOptions(full_state_dict=True))  # each rank keeps its shard
+    if state["world_size"] == world:
+        torch.set_rng_state(state["rng"][rank]["cpu"])
+        if device.type == "cuda" and state["rng"][rank]["cuda"] is not None:
+            torch.cuda.set_rng_state(state["rng"][rank]["cuda"], device)
+    elif rank == 0:
+        print(f"world size changed ({state['world_size']} -> {world}): the run goes on with fresh sampling "
+              "randomness, so it will not match an uninterrupted run token for token", flush=True)
+
+
+def open_metrics(args, start_step, rank):
+    """metrics.jsonl for appending, cut back to the steps <= start_step (a step after the last save reruns)."""
+    if rank != 0:
+        return None
+    path = os.path.join(args.out, "metrics.jsonl")
+    kept = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                with contextlib.suppress(json.JSONDecodeError):  # a line cut by a crash
+                    if json.loads(line)["step"] <= start_step:
+                        kept.append(line if line.endswith("\n") else line + "\n")
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)
+    return open(path, "a")
+
+
+@contextlib.contextmanager
+def graceful_stop():
+    """First Ctrl-C (SIGINT) or SIGTERM: finish the current step, save, exit. Second Ctrl-C: abort now."""
+    flag = {"stop": False}
+
+    def handler(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+        print("\nstopping after this step and saving (Ctrl-C again aborts without saving)", file=sys.stderr, flush=True)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def stop_requested(flag, device):
+    """True on every rank as soon as one rank got the signal, so all ranks save together."""
+    stop = torch.tensor(float(flag["stop"]), device=device)
+    if dist.is_initialized():
+        dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+    return bool(stop.item())
+
+
+# ---- main ----
+def main(argv=None):
+    args = parse_args(argv)
+    rank, world, device, dtype = setup(args)
+    if args.batch_size % world:
+        fail(f"--batch-size {args.batch_size} must be divisible by the number of processes ({world})")
+    if args.mini_batch_size % world:
+        fail(f"--mini-batch-size {args.mini_batch_size} must be divisible by the number of processes ({world})")
+    try:
+        problems = evaluate.load_problems(args.dataset, limit=args.limit)
+        eval_problems = evaluate.load_problems(args.eval_dataset, limit=args.eval_limit) if args.eval_dataset else []
+    except evaluate.InputError as e:
+        fail(str(e))
+    if rank == 0:
+        os.makedirs(args.out, exist_ok=True)
+    state = load_train_state(args, rank, world)
+    start = state["step"] if state else 0
+
+    # float32 master weights (AdamW updates of lr 1e-6 vanish in bf16); the forward runs in --dtype.
+    # Resuming loads the latest weights (and tokenizer) saved in --out instead of --model.
+    model, tokenizer = load_model(argparse.Namespace(**{**vars(args), "model": args.out}) if state else args, device, torch.float32)
+    ref_model = None
+    if args.kl_coef > 0:  # the frozen initial model, in the compute dtype: it never trains
+        ref_model, _ = load_model(args, device, dtype)
+        ref_model = prepare_model(ref_model.requires_grad_(False), args, world, trainable=False)
+    model = prepare_model(model, args, world)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    if state:
+        restore_train_state(state, model, optimizer, device, rank, world)
+        if rank == 0:
+            print(f"resuming {args.out} after step {start}", flush=True)
+    stop_ids = stop_token_ids(model, tokenizer)
+    prompts = training_prompts(problems, tokenizer, args, rank)
+    metrics = open_metrics(args, start, rank)
+
+    with graceful_stop() as signal_flag:
+        bar = tqdm(range(start + 1, args.steps + 1), initial=start, total=args.steps, disable=rank != 0, desc=os.path.basename(__file__)[:-3])
+        for step in bar:
+            t0 = time.time()
+            # this rank's prompts (each --n times), sampled mini-batch by mini-batch, all before any update
+            rows = step_prompts(prompts, step, args, rank, world)
+            per_mb = len(rows) * args.mini_batch_size // args.batch_size  # rows of one PPO mini-batch on this rank
+            minibatches = [rollout(model, tokenizer, rows[i:i + per_mb], args, stop_ids, device, dtype) for i in range(0, len(rows), per_mb)]
+            stats = train_step(model, ref_model, optimizer, minibatches, args, world, device, dtype)
+            seconds = time.time() - t0
+            n_tokens = stats.pop("response_tokens")  # sampled and trained on, all ranks
+            log = {"step": step, **stats, "response_length": n_tokens / (args.batch_size * args.samples_per_prompt),
+                   "lr": optimizer.param_groups[0]["lr"], "tokens_per_second": n_tokens / seconds, "seconds": seconds}
+            if eval_problems and (step == args.steps or (args.eval_every and step % args.eval_every == 0)):
+                log["eval_accuracy"] = evaluate_accuracy(model, tokenizer, eval_problems, args, stop_ids, device, dtype, rank, world)
+            if rank == 0:
+                metrics.write(json.dumps(log) + "\n")
+                metrics.flush()
+                bar.set_postfix(reward=f"{log['reward']:.4f}", entropy=f"{log['entropy']:.4f}")
+            interrupted = stop_requested(signal_flag, device)
+            if step % args.save_every == 0 or step == args.steps or interrupted:
+                save_checkpoint(model, optimizer, tokenizer, step, args, device, rank, world)
+            if interrupted:
+                if rank == 0:
+                    print(f"interrupted: saved step {step} to {args.out}; rerun the same command to resume", file=sys.stderr, flush=True)
+                sys.exit(130)
+    if rank == 0:
+        metrics.close()
+        print(f"done: {args.steps} steps, model in {args.out}", flush=True)
+    if world > 1:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,10 +1,19 @@
 """Tests for em_rl.py: the method pieces against hand-computed values and independent references,
 then the script end to end on the tiny fixture model (training signal, resume, torchrun, bad input)."""
+import json
 import math
+import os
+import pathlib
+import shutil
+import signal
 import statistics
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 import em_rl
 
@@ -99,3 +108,157 @@ def test_k3_kl_is_unbiased_estimate_of_kl():
     y = p.sample((200_000,))
     est = em_rl.k3_kl(p.log_prob(y), q.log_prob(y)).mean()
     assert est.item() == pytest.approx(torch.distributions.kl_divergence(p, q).item(), rel=0.02)
+
+
+# ---- the script end to end on the tiny fixture model ----
+ROOT = pathlib.Path(__file__).parent
+KEYS = {"step", "loss", "reward", "entropy", "kl", "clip_fraction", "advantage_std", "grad_norm", "response_length",
+        "lr", "tokens_per_second", "seconds"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread for the in-process runs: tiny matmuls gain nothing from more, and on a
+    loaded 2-core machine spinning OpenMP threads made these tests ~20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def small_run(model, data, out, *extra):
+    """Flags of a seconds-long run: 4 prompts x 4 rollouts of <= 12 tokens per step."""
+    return ["--model", model, "--dataset", data, "--batch-size", "4", "--mini-batch-size", "4", "--micro-batch-size", "16",
+            "--max-new-tokens", "12", "--out", str(out), *extra]
+
+
+def read_metrics(out):
+    return [json.loads(line) for line in (pathlib.Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def peaky_model(tiny_model, tmp_path_factory):
+    """The tiny model with its lm_head scaled x8: entropy ~5.2 nats instead of the uniform log(400) = 5.99.
+
+    At the uniform distribution every parameter change lowers the entropy, so "the reward rises" would
+    prove nothing there; from an interior point only the reward's gradient lowers it reliably.
+    """
+    out = tmp_path_factory.mktemp("peaky")
+    shutil.copytree(tiny_model, out, dirs_exist_ok=True)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)
+    model.save_pretrained(out)
+    return str(out)
+
+
+def test_token_reward_rises_and_follows_the_advantage_sign(peaky_model, mini_math, tmp_path, monkeypatch):
+    flags = ["--steps", "8", "--lr", "3e-3", "--kl-coef", "0", "--batch-size", "8", "--mini-batch-size", "8", "--n", "8"]
+    em_rl.main(small_run(peaky_model, mini_math, tmp_path / "em", *flags))
+    em = [m["reward"] for m in read_metrics(tmp_path / "em")]
+    # control: the same run with every advantage negated. It is no clean "maximize entropy" (Adam's
+    # random walk and reinforcing any sampled token both lower the entropy too), so compare the runs.
+    rloo = em_rl.rloo_advantages
+    monkeypatch.setattr(em_rl, "rloo_advantages", lambda r: -rloo(r))
+    em_rl.main(small_run(peaky_model, mini_math, tmp_path / "anti", *flags))
+    anti = [m["reward"] for m in read_metrics(tmp_path / "anti")]
+    assert em[0] == anti[0]  # same seed, same first rollouts
+    assert em[-1] > em[0] + 1.0, em  # minus the mean token entropy: up by more than a nat
+    assert sum(em) > sum(anti) + 2.0, (em, anti)  # higher over the run as a whole
+
+
+def test_sequence_reward_grpo_epochs_kl_and_eval_hook(tiny_model, mini_math, tmp_path):
+    out = tmp_path / "seq"
+    em_rl.main(small_run(tiny_model, mini_math, out, "--steps", "2", "--lr", "1e-2", "--reward", "sequence",
+                         "--reward-reduction", "sum", "--advantage", "grpo", "--mini-batch-size", "2", "--ppo-epochs", "2",
+                         "--entropy-coef", "0.001", "--eval-dataset", mini_math, "--eval-limit", "2", "--eval-every", "1"))
+    rows = read_metrics(out)
+    assert [m["step"] for m in rows] == [1, 2]
+    for m in rows:
+        assert KEYS | {"eval_accuracy"} <= m.keys()
+        assert all(math.isfinite(v) for v in m.values())
+        # sum of log-probs over <= 12 tokens of a near-uniform 400-way model: about -6 per token
+        assert -12 * 6.5 < m["reward"] < 0
+        assert 0.0 <= m["clip_fraction"] <= 1.0 and m["kl"] >= 0.0
+    # GRPO advantages have unit std within each group of 4 (Bessel), so (n-1)/n = 0.75 overall
+    assert rows[0]["advantage_std"] == pytest.approx(math.sqrt(0.75), rel=1e-3)
+    # 2 epochs x 2 mini-batches moved the policy: the second step's rollouts see a KL > 0
+    assert rows[1]["kl"] > 0.0
+    AutoModelForCausalLM.from_pretrained(out)  # the saved model is a loadable HF folder
+
+
+def test_resume_matches_an_uninterrupted_run(tiny_model, mini_math, tmp_path):
+    flags = ["--lr", "1e-2", "--save-every", "1"]
+    em_rl.main(small_run(tiny_model, mini_math, tmp_path / "full", "--steps", "4", *flags))
+    em_rl.main(small_run(tiny_model, mini_math, tmp_path / "cut", "--steps", "2", *flags))
+    em_rl.main(small_run(tiny_model, mini_math, tmp_path / "cut", "--steps", "4", *flags))  # resumes after step 2
+    full, cut = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "cut")
+    assert [m["step"] for m in cut] == [1, 2, 3, 4]  # no repeated, no skipped steps
+    timing = ("seconds", "tokens_per_second")
+    for a, b in zip(full, cut):
+        assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+    wa = AutoModelForCausalLM.from_pretrained(tmp_path / "full").state_dict()
+    wb = AutoModelForCausalLM.from_pretrained(tmp_path / "cut").state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def test_ctrl_c_saves_the_step_and_exits(tiny_model, mini_math, tmp_path):
+    out = tmp_path / "sigint"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "em_rl.py"), *small_run(tiny_model, mini_math, out, "--steps", "100000")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted: saved step" in err
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    assert state["step"] == len(read_metrics(out)) >= 1
+
+
+def test_torchrun_two_processes_fsdp2(tiny_model, mini_math, tmp_path):
+    out = tmp_path / "ddp"
+    # torchrun's own parser takes --n for an abbreviation of its flags: use the long name
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(ROOT / "em_rl.py"),
+           *small_run(tiny_model, mini_math, out, "--steps", "2", "--samples-per-prompt", "2", "--mini-batch-size", "2",
+                      "--lr", "1e-2")]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "world_size=2" in res.stdout
+    rows = read_metrics(out)
+    assert [m["step"] for m in rows] == [1, 2] and all(KEYS <= m.keys() for m in rows)
+    # 4 prompts x 2 samples of <= 12 tokens, counted over both ranks
+    assert 1 <= rows[0]["response_length"] <= 12
+    assert rows[1]["kl"] > 0.0  # the sharded update moved the weights
+    AutoModelForCausalLM.from_pretrained(out)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--n", "1"], "--n must be >= 2"),
+    (["--batch-size", "3", "--mini-batch-size", "2"], "must be a multiple of --mini-batch-size"),
+    (["--model", "no/such/folder"], "does not exist"),
+    (["--dataset", "no_such_file.jsonl"], "no such file"),
+    (["--reward", "accuracy"], "invalid choice"),
+    (["--kl-coef", "-1"], "--kl-coef must be >= 0"),
+    (["--clip", "0"], "--clip > 0"),
+])
+def test_bad_inputs_give_one_line_errors(tiny_model, mini_math, tmp_path, flags, message):
+    cmd = [sys.executable, str(ROOT / "em_rl.py"), *small_run(tiny_model, mini_math, tmp_path / "bad", "--steps", "1"), *flags]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and message in res.stderr, res.stderr
+
+
+def test_resume_with_other_flags_is_refused(tiny_model, mini_math, tmp_path):
+    out = tmp_path / "run"
+    em_rl.main(small_run(tiny_model, mini_math, out, "--steps", "1"))
+    cmd = [sys.executable, str(ROOT / "em_rl.py"), *small_run(tiny_model, mini_math, out, "--steps", "2", "--n", "2")]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "rerun with the same flags" in res.stderr, res.stderr
