@@ -239,6 +239,50 @@ def test_torchrun_two_processes_fsdp2(tiny_model, mini_math, tmp_path):
     AutoModelForCausalLM.from_pretrained(out)
 
 
+def one_update(model_path, world, rank):
+    """Parameter change of one train_step (SGD, lr 1, no clipping) on fixed rollouts: 2 prompts x 4 rows
+    of ragged prompt / response lengths, micro-batches of 2 rows; rank r of `world` takes its share."""
+    args = em_rl.parse_args(["--model", model_path, "--batch-size", "2", "--mini-batch-size", "2", "--micro-batch-size", "2",
+                             "--grad-clip", "1e9", "--kl-coef", "0.5", "--entropy-coef", "0.1", "--dtype", "float32"])
+    device = torch.device("cpu")
+    model, _ = em_rl.load_model(args, device, torch.float32)
+    ref, _ = em_rl.load_model(args, device, torch.float32)
+    with torch.no_grad():
+        ref.lm_head.weight.mul_(1.5)  # a reference that differs from the policy: KL > 0
+    ref = em_rl.prepare_model(ref.requires_grad_(False), args, world, trainable=False)
+    model = em_rl.prepare_model(model, args, world)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 300, (8, 14), generator=g)
+    attn, resp = torch.ones_like(ids), torch.zeros_like(ids)
+    for i in range(8):
+        attn[i, :i % 3] = 0  # left padding
+        resp[i, 6:9 + i % 4] = 1  # 3..6 response tokens, then right padding
+        attn[i, 9 + i % 4:] = 0
+    rows = slice(rank * 8 // world, (rank + 1) * 8 // world)
+    mine = {"input_ids": ids[rows], "attention_mask": attn[rows], "response_mask": resp[rows]}
+    micro = [{k: v[i:i + 2] for k, v in mine.items()} for i in range(0, 8 // world, 2)]
+    full = lambda: {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone() for k, v in model.state_dict().items()}
+    before = full()
+    stats = em_rl.train_step(model, ref, torch.optim.SGD(model.parameters(), lr=1.0), [micro], args, world, device, torch.float32)
+    after = full()
+    return {k: after[k] - before[k] for k in before}, stats
+
+
+def test_fsdp2_update_equals_the_single_process_update(tiny_model, tmp_path):
+    # the token-mean loss over both ranks' tokens must give the same step as one process with all rows
+    out = tmp_path / "delta.pt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", __file__, tiny_model, str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    sharded = torch.load(out, weights_only=True)
+    delta, stats = one_update(tiny_model, 1, 0)
+    assert stats["kl"] > 0 and stats["loss"] == pytest.approx(sharded["stats"]["loss"], rel=1e-5)
+    scale = max(d.abs().max() for d in delta.values())
+    assert scale > 0
+    for k in delta:
+        torch.testing.assert_close(sharded["delta"][k], delta[k], atol=1e-5 * scale, rtol=1e-4)
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--n", "1"], "--n must be >= 2"),
     (["--batch-size", "3", "--mini-batch-size", "2"], "must be a multiple of --mini-batch-size"),
@@ -262,3 +306,12 @@ def test_resume_with_other_flags_is_refused(tiny_model, mini_math, tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "rerun with the same flags" in res.stderr, res.stderr
+
+
+if __name__ == "__main__":  # the 2-process half of test_fsdp2_update_equals_the_single_process_update
+    import torch.distributed as dist
+    dist.init_process_group("gloo")
+    d, s = one_update(sys.argv[1], dist.get_world_size(), dist.get_rank())
+    if dist.get_rank() == 0:
+        torch.save({"delta": d, "stats": s}, sys.argv[2])
+    dist.destroy_process_group()
