@@ -456,7 +456,8 @@ def solve_batch(model, tokenizer, records, args, stop_ids):
         # the prompt counts as "already generated", as in HF generate (padding does not)
         enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         seen = torch.zeros(len(prompts), model.config.vocab_size, dtype=torch.bool, device=model.device)
-        seen.scatter_(1, enc.input_ids, enc.attention_mask.bool())
+        real = torch.where(enc.attention_mask.bool(), enc.input_ids, enc.input_ids[:, -1:])  # pads -> a real token
+        seen.scatter_(1, real, True)
     t0 = time.perf_counter()
     _, resp, mask, stats = sample(model, tokenizer, prompts, args.max_new_tokens, make_pick_next(args, seen), stop_ids)
     lengths = mask.sum(1).cpu()  # [B*k]; .cpu() waits for the GPU, so the time below is the decode time

@@ -235,6 +235,23 @@ def test_generate_with_processor_equals_our_decode_loop(tiny_model):
     assert stats["em_steps"].sum() > 0  # the update really ran
 
 
+def test_pick_next_applies_the_leaked_filters():
+    """--repetition-penalty (with the seen set growing), --top-k and --prob-floor change the choice."""
+    z = torch.tensor([[5.0, 4.0, 1.0, -1.0]])
+    seen = torch.tensor([[True, False, False, False]])
+    pick = em_inf.make_pick_next(args_for("greedy", repetition_penalty=2.0), seen)
+    assert pick(z, 0)[0].item() == 1  # 5 / 2 < 4
+    assert pick(z, 1)[0].item() == 0 and seen[0, 1]  # now 4 / 2 < 5 / 2
+    torch.manual_seed(0)
+    pick = em_inf.make_pick_next(args_for("sample", temperature=100.0, top_k=1))
+    assert all(pick(z, i)[0].item() == 0 for i in range(50))
+    z = torch.tensor([[10.0] + [0.0] * 9])
+    for floor, lo, hi in [(0.0, 0, 0), (0.2, 60, 200)]:
+        pick = em_inf.make_pick_next(args_for("sample", prob_floor=floor))
+        others = sum(pick(z, i)[0].item() != 0 for i in range(200))
+        assert lo <= others <= hi
+
+
 def test_majority_vote():
     vote = em_inf.majority_vote
     assert vote(["\\boxed{3}", "so \\boxed{1/2}", "\\boxed{0.5}", "\\boxed{3}", "\\boxed{\\frac{1}{2}}"]) == 1
@@ -263,6 +280,8 @@ def test_every_mode_end_to_end(mode, tiny_model, mini_math, tmp_path, capsys):
     out = tmp_path / "r.jsonl"
     argv = ["--model", tiny_model, "--dataset", mini_math, "--limit", "3", "--max-new-tokens", "6",
             "--batch-size", "2", "--mode", mode, "--n", "3", "--out", str(out)]
+    if mode == "sample":  # the official EM-INF sampler's settings, through the whole pipeline
+        argv += ["--top-k", "20", "--top-p", "0.8", "--repetition-penalty", "1.05", "--prob-floor", "1e-9"]
     summary, lines = run_main(capsys, argv)
     rows = read_rows(out)
     assert [r["id"] for r in rows] == ["mini-0", "mini-1", "mini-2"]
