@@ -493,17 +493,15 @@ def ppo_loss_sums(model, batch, args):
     return (per_token * mask).sum(), (clipped & mask).sum(), mask.sum()
 
 
-def train_step(model, ref_model, optimizer, minibatches, args, world, device, dtype):
-    """One RL step: score the rollouts, then --ppo-epochs passes of one AdamW step per mini-batch.
+def ppo_update(model, optimizer, minibatches, args, world, device, dtype):
+    """--ppo-epochs passes over the scored rollouts, one AdamW step per mini-batch.
 
     Each optimizer step minimizes the token mean of the per-token loss over the mini-batch's
     response tokens N on every rank and in every micro-batch, so accumulating micro-batch gradients
     gives exactly the gradient of the full mini-batch token mean.
+    Returns (mean loss per token, fraction of clipped tokens, mean pre-clip gradient norm).
     """
-    sums, adv_sums = score_rollouts(model, ref_model, minibatches, args, device, dtype)
-    sums, adv_sums = all_reduce_sum(sums), all_reduce_sum(adv_sums)
-    h_sum, kl_sum, r_sum, n_tokens, n_rows = sums.tolist()
-    totals = torch.zeros(3, device=device)  # loss, clipped tokens, tokens, summed over updates
+    totals = torch.zeros(3, device=device)  # loss, clipped tokens, tokens, summed over all updates
     grad_norms = []
     for _ in range(args.ppo_epochs):
         for mb in minibatches:
@@ -520,14 +518,22 @@ def train_step(model, ref_model, optimizer, minibatches, args, world, device, dt
             optimizer.zero_grad(set_to_none=True)
             grad_norms.append((grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm).item())
     loss_total, clipped_total, tokens_total = all_reduce_sum(totals).tolist()
-    adv_mean = adv_sums[0].item() / n_rows
-    stats = {"loss": loss_total / max(tokens_total, 1.0), "reward": r_sum / n_rows, "entropy": h_sum / max(n_tokens, 1.0)}
+    return loss_total / max(tokens_total, 1.0), clipped_total / max(tokens_total, 1.0), sum(grad_norms) / len(grad_norms)
+
+
+def train_step(model, ref_model, optimizer, minibatches, args, world, device, dtype):
+    """One RL step on the step's rollouts: rewards and advantages, then the PPO updates; the step's metrics."""
+    sums, adv_sums = score_rollouts(model, ref_model, minibatches, args, device, dtype)
+    h_sum, kl_sum, r_sum, n_tokens, n_rows = all_reduce_sum(sums).tolist()
+    adv_sum, adv_sq_sum = all_reduce_sum(adv_sums).tolist()
+    loss, clip_fraction, grad_norm = ppo_update(model, optimizer, minibatches, args, world, device, dtype)
+    stats = {"loss": loss, "reward": r_sum / n_rows, "entropy": h_sum / max(n_tokens, 1.0)}
     if ref_model is not None:
-        stats["kl"] = kl_sum / max(n_tokens, 1.0)
-    stats["clip_fraction"] = clipped_total / max(tokens_total, 1.0)
+        stats["kl"] = kl_sum / max(n_tokens, 1.0)  # KL_k3(pi_old || pi_ref) on the rollouts
+    stats["clip_fraction"] = clip_fraction
     # population std of the advantages over the global batch: 0 means no learning signal this step
-    stats["advantage_std"] = max(adv_sums[1].item() / n_rows - adv_mean ** 2, 0.0) ** 0.5
-    stats["grad_norm"] = sum(grad_norms) / len(grad_norms)
+    stats["advantage_std"] = max(adv_sq_sum / n_rows - (adv_sum / n_rows) ** 2, 0.0) ** 0.5
+    stats["grad_norm"] = grad_norm
     stats["response_tokens"] = int(n_tokens)
     return stats
 
