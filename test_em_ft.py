@@ -104,6 +104,34 @@ def test_token_mean_gradient_matches_float64_reference(tiny_model, ref_dir, kl_c
         torch.testing.assert_close(p.detach(), expected[k], atol=2e-6, rtol=1e-5, msg=k)
 
 
+def test_rollout_layout_and_entropy_alignment(tiny_model, mini_math):
+    """rollout -> forward_entropy_logprob gives, at every generated token, the entropy of the
+    distribution it was sampled from (float64 reference on the unpadded prompt + response)."""
+    import evaluate
+    model, tok = load(tiny_model), AutoTokenizer.from_pretrained(tiny_model, padding_side="left")
+    prompts = [evaluate.build_prompt(tok, r) for r in evaluate.load_problems(mini_math, limit=3)]
+    stop_ids = em_ft.stop_token_ids(model, tok)
+    args = argparse.Namespace(temperature=1.0, micro_batch_size=2, max_new_tokens=12)
+    batches = em_ft.rollout(model, tok, prompts, args, stop_ids, torch.device("cpu"), torch.float32)
+    assert [b["input_ids"].shape[0] for b in batches] == [2, 1]
+    model64 = copy.deepcopy(model).double()
+    row = 0
+    for batch in batches:
+        with torch.no_grad():
+            h, logp, mask = em_ft.forward_entropy_logprob(model, batch)
+        for b in range(batch["input_ids"].shape[0]):
+            ids, attn, resp = (batch[k][b] for k in ("input_ids", "attention_mask", "response_mask"))
+            prompt, response = ids[(attn == 1) & (resp == 0)].tolist(), ids[resp == 1].tolist()
+            assert tok.decode(prompt) == prompts[row]
+            assert response[-1] in stop_ids or len(response) == args.max_new_tokens
+            assert not (attn[resp == 1] == 0).any() and (resp[attn == 0] == 0).all()
+            z = model64(input_ids=torch.tensor([prompt + response])).logits[0, len(prompt) - 1:-1]
+            torch.testing.assert_close(h[b][mask[b]].double(), Categorical(logits=z).entropy(), atol=1e-5, rtol=1e-5)
+            expected_logp = torch.log_softmax(z, -1)[torch.arange(len(response)), torch.tensor(response)]
+            torch.testing.assert_close(logp[b][mask[b]].double(), expected_logp, atol=1e-5, rtol=1e-5)
+            row += 1
+
+
 def test_grad_clip_scales_to_max_norm(tiny_model):
     model = load(tiny_model)
     pad = AutoTokenizer.from_pretrained(tiny_model).pad_token_id
