@@ -240,39 +240,36 @@ BETA1, BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
 
 
 @entropy.compiled
-def _softmax_stats(z):
-    """Row statistics of float32 logits z [B, V]: (max m [B, 1], log s [B, 1], E_p[z - m] [B, 1], H [B]).
+def _softmax_entropy(z):
+    """(p, p log p, H) of float32 logits z [B, V]: softmax [B, V], its p log p terms [B, V], entropy [B].
 
-    s = sum_v exp(z_v - m); -inf logits get p = 0 and add exactly 0 (torch.where avoids 0 * -inf = NaN).
+    -inf logits get p = 0 and p log p = 0 (xlogy(0, 0) = 0), so masked tokens add exactly nothing.
     """
-    m = z.amax(dim=-1, keepdim=True)
-    zc = z - m
-    e = torch.exp(zc)
-    s = e.sum(dim=-1, keepdim=True)
-    ezc = torch.where(e > 0, e * zc, torch.zeros_like(e)).sum(dim=-1, keepdim=True) / s
-    # H = logsumexp(z) - E_p[z] = log s - E_p[z - m]   (shift-invariant, no log(p + eps))
-    return m, torch.log(s), ezc, (torch.log(s) - ezc).squeeze(-1)
+    p = (z - z.amax(dim=-1, keepdim=True)).exp_()
+    p.div_(p.sum(dim=-1, keepdim=True))
+    plogp = torch.xlogy(p, p)
+    # H = -sum_v p_v log p_v
+    return p, plogp, -plogp.sum(dim=-1)
 
 
 @entropy.compiled
-def _adam_step(z, exp_avg, exp_avg_sq, p0, m, log_s, ezc, active, c):
-    """One Adam step on L(z) = H(softmax z) + w KL(p0 || softmax z) for the rows where `active`.
+def _adam_step(z, exp_avg, exp_avg_sq, p, plogp, h, kl_p0, rate, c):
+    """One Adam step, in place on z, exp_avg, exp_avg_sq [B, V], on L(z) = H(p) + w KL(p0 || p).
 
-    z, exp_avg, exp_avg_sq, p0: [B, V] float32; m, log_s, ezc: [B, 1] from _softmax_stats(z);
-    active: [B] bool; c: [3] float32 tensor (lr / (1 - beta1^t), sqrt(1 - beta2^t), w), a tensor so that
-    new values of lr, t or w do not recompile. Inactive rows come back unchanged.
+    p, plogp, h: _softmax_entropy(z); kl_p0 = w p0 [B, V]; rate [B, 1] = the step size lr / (1 - beta1^t)
+    for rows still optimizing and 0 for rows that stopped (they never restart, so their Adam state may
+    drift: z is all that is kept); c: [3] float32 (lr / (1 - beta1^t), sqrt(1 - beta2^t), w). Changing
+    values travel as tensors, so new lr, t or w never recompile. In place, so that the eager (CPU)
+    path allocates one [B, V] buffer per step instead of ~20: the steps are memory bound.
     """
-    step_size, bias_correction2_sqrt, kl_weight = c[0], c[1], c[2]
-    zc = z - m
-    p = torch.exp(zc - log_s)  # softmax(z), 0 where z = -inf
-    # dH/dz = -p (z - E_p[z]);  dKL(p0 || p)/dz = p - p0   (masked tokens: p = p0 = 0, gradient 0)
-    grad = torch.where(p > 0, -p * (zc - ezc), torch.zeros_like(p)) + kl_weight * (p - p0)
-    # Adam: m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  z <- z - lr m_hat / (sqrt(v_hat) + eps)
-    new_avg = BETA1 * exp_avg + (1 - BETA1) * grad
-    new_avg_sq = BETA2 * exp_avg_sq + (1 - BETA2) * grad * grad
-    new_z = z - step_size * new_avg / (new_avg_sq.sqrt() / bias_correction2_sqrt + ADAM_EPS)  # -inf stays -inf
-    a = active.unsqueeze(-1)
-    return torch.where(a, new_z, z), torch.where(a, new_avg, exp_avg), torch.where(a, new_avg_sq, exp_avg_sq)
+    bias_correction2_sqrt, kl_weight = c[1], c[2]
+    # dH/dz = -p (log p + H),  dKL(p0 || p)/dz = p - p0,  so  -grad = p log p + p (H - w) + w p0
+    neg_grad = plogp.addcmul_(p, (h - kl_weight).unsqueeze(-1)).add_(kl_p0)  # reuses plogp's memory
+    # m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2
+    exp_avg.mul_(BETA1).add_(neg_grad, alpha=-(1 - BETA1))
+    exp_avg_sq.mul_(BETA2).addcmul_(neg_grad, neg_grad, value=1 - BETA2)
+    # z <- z - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps);  masked tokens: m = 0, z stays -inf
+    z.sub_(exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(ADAM_EPS).reciprocal_().mul_(exp_avg).mul_(rate))
 
 
 _ADAM_CONSTANTS = {}
@@ -290,34 +287,34 @@ def _adam_constants(lr, steps, kl_weight, device):
     return _ADAM_CONSTANTS[key]
 
 
-def minimize_entropy(logits, delta, lr, steps, kl_weight, return_steps=False):
+def minimize_entropy(logits, delta, lr, steps, kl_weight, return_stats=False):
     """EM-INF: lower the entropy of each row of `logits` with a few Adam steps on the logits themselves.
 
     logits: [B, V] (any float dtype; -inf entries allowed, each row needs one finite logit).
     Per row, independently, exactly the official algorithm: fresh Adam state (torch defaults), then up
     to `steps` times: if H(softmax(z)) < delta the row stops for good, else one Adam step on
     H(softmax z) + kl_weight * KL(softmax(logits) || softmax z). Gradients are closed-form.
-    returns: the optimized float32 logits [B, V] (-inf stays -inf), and with return_steps=True also
-    the number of Adam steps each row took ([B] long, 0 for rows that start below delta).
+    returns: the optimized float32 logits [B, V] (-inf stays -inf); with return_stats=True also the
+    Adam steps each row took ([B] long, 0 for rows that start below delta) and H(softmax(logits)) [B].
     """
-    z = logits.float()
+    z = logits.to(torch.float32, copy=True)  # updated in place below; the caller's logits stay as they are
     consts = _adam_constants(lr, steps, kl_weight, z.device)
-    m, log_s, ezc, h = _softmax_stats(z)
-    p0 = torch.exp(z - m - log_s)  # the model's distribution, the KL anchor
+    p, plogp, h = _softmax_entropy(z)
+    h0, kl_p0 = h, p * consts[0, 2]  # the model's entropy, and w p0: the KL anchor, fixed for this token
     exp_avg, exp_avg_sq = torch.zeros_like(z), torch.zeros_like(z)  # fresh Adam state per token
     active = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
     taken = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
     for t in range(steps):
         if t > 0:
-            m, log_s, ezc, h = _softmax_stats(z)
+            p, plogp, h = _softmax_entropy(z)
         # a row whose entropy fell below delta stops for good (official: `if entropy < threshold: break`)
         active = active & (h >= delta)
         if not active.any():  # every row is confident enough: skip the remaining steps
             break
-        # all active rows have taken t steps so far, so one bias correction serves the whole batch
-        z, exp_avg, exp_avg_sq = _adam_step(z, exp_avg, exp_avg_sq, p0, m, log_s, ezc, active, consts[t])
+        # every active row has taken t steps so far, so one bias correction serves the whole batch
+        _adam_step(z, exp_avg, exp_avg_sq, p, plogp, h, kl_p0, (consts[t, 0] * active).unsqueeze(-1), consts[t])
         taken += active
-    return (z, taken) if return_steps else z
+    return (z, taken, h0) if return_stats else z
 
 
 def adaptive_temperature(logits, delta, alpha, t_min=0.01, t_max=1.0, max_iter=100, tol=0.1):
@@ -404,11 +401,11 @@ def make_pick_next(args, seen=None):
 
     def pick_next(z0, step):
         nonlocal rows
-        stats = {"entropy": entropy.token_entropy(z0)}
-        z = z0
         if args.mode == "em_inf":
-            z, taken = minimize_entropy(z0, args.delta, args.lr, args.steps, args.kl_weight, return_steps=True)
-            stats["em_steps"] = taken.float()
+            z, taken, h0 = minimize_entropy(z0, args.delta, args.lr, args.steps, args.kl_weight, return_stats=True)
+            stats = {"entropy": h0, "em_steps": taken.float()}
+        else:
+            z, stats = z0, {"entropy": entropy.token_entropy(z0)}
         if seen is not None:
             z = repetition_penalty(z, seen, args.repetition_penalty)
         if args.mode == "greedy":
@@ -416,8 +413,9 @@ def make_pick_next(args, seen=None):
         else:
             z = adaptive_temperature(z, args.delta, args.alpha) if args.mode == "adaptive_temp" else z / args.temperature
             z = top_k_top_p(z, args.top_k, args.top_p)
-            stats["sampled_entropy"] = entropy.token_entropy(z)
             probs = torch.softmax(z, dim=-1)
+            # H of what we sample from (before the floor): -sum p log p, 0 log 0 = 0 for masked tokens
+            stats["sampled_entropy"] = -torch.xlogy(probs, probs).sum(dim=-1)
             if args.prob_floor > 0:
                 probs = probs.clamp_min(args.prob_floor)  # multinomial renormalizes
             nxt = torch.multinomial(probs, num_samples=1).squeeze(1)

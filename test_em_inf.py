@@ -91,9 +91,11 @@ def make_rows():
 def test_minimize_entropy_matches_per_row_adam(kl_weight):
     logits = make_rows()
     delta, lr, steps = 0.3, 0.1, 5
-    z, taken = em_inf.minimize_entropy(logits, delta, lr, steps, kl_weight, return_steps=True)
-    assert z.dtype == torch.float32 and z.shape == logits.shape
+    before = logits.clone()
+    z, taken, h0 = em_inf.minimize_entropy(logits, delta, lr, steps, kl_weight, return_stats=True)
+    assert z.dtype == torch.float32 and z.shape == logits.shape and torch.equal(logits, before)  # not in place
     refs = [reference_minimize(row, delta, lr, steps, kl_weight) for row in logits]
+    torch.testing.assert_close(h0.double(), torch.tensor([checks[0] for _, _, checks in refs], dtype=torch.float64), atol=1e-5, rtol=1e-5)
     # the stopping decisions are not borderline, so float32 vs float64 cannot flip them
     assert min(abs(h - delta) for _, _, checks in refs for h in checks) > 1e-3
     assert taken.tolist() == [n for _, n, _ in refs]
