@@ -33,8 +33,8 @@ Differences from the paper and the official code (shivamag125/EM_PT, a vendored 
     exp(r) - r - 1; the vendored verl (low_var_kl) instead clamps the k3 value to at most 10 (zero
     gradient beyond). The two agree wherever k3 < 10, i.e. everywhere in a healthy run.
  5. Rollouts: our batched KV-cache loop (no vLLM), plain temperature sampling (official: top_p 1, no
-    top-k); rewards and old log-probs are recomputed by a training-style forward, as verl does, so
-    the PPO ratio is exactly 1 at the first update.
+    top-k). Rewards and old log-probs come from a separate training-style forward, as in verl, not
+    from the sampler's logits: the PPO ratio then starts at exactly 1 in float32.
  6. Precision, training data and schedule as em_ft.py: float32 master weights, the forward in --dtype
     (bf16 on CUDA); the paper trains on 35K NuminaMath prompts (--dataset defaults to math500 only
     because evaluate.py names it); constant learning rate; --steps is a fixed count.
@@ -464,12 +464,16 @@ def score_rollouts(model, ref_model, minibatches, args, device, dtype):
             h, batch["old_logp"], mask = forward_entropy_logprob(model, batch)  # [b, T-1] each
             if ref_model is not None:
                 batch["ref_logp"] = forward_entropy_logprob(ref_model, batch)[1]
+        # the reward is a property of the policy's own distribution on its own sample, frozen here
+        # (no gradient flows through it, as through any RL reward); the policy gradient does the rest
         if args.reward == "token":
             batch["reward"] = token_entropy_reward(h, mask, args.reward_reduction)
         else:
             batch["reward"] = sequence_logprob_reward(batch["old_logp"], mask, args.reward_reduction)
+        # KL_k3(pi_old || pi_ref) of the rollouts, for the log (the loss uses the current policy's)
         kl = k3_kl(batch["old_logp"], batch["ref_logp"]) if ref_model is not None else torch.zeros_like(h)
-        sums += torch.stack([(h * mask).sum(), (kl * mask).sum(), batch["reward"].sum(), mask.sum().float(), h.new_tensor(float(h.shape[0]))])
+        sums += torch.stack([(h * mask).sum(), (kl * mask).sum(), batch["reward"].sum(), mask.sum().float(),
+                             h.new_tensor(float(h.shape[0]))])
     model.train()
     # A: [P, n] per prompt, then back to the micro-batches' rows
     rewards = torch.cat([b["reward"] for b in batches]).view(-1, args.samples_per_prompt)
@@ -529,7 +533,7 @@ def train_step(model, ref_model, optimizer, minibatches, args, world, device, dt
     loss, clip_fraction, grad_norm = ppo_update(model, optimizer, minibatches, args, world, device, dtype)
     stats = {"loss": loss, "reward": r_sum / n_rows, "entropy": h_sum / max(n_tokens, 1.0)}
     if ref_model is not None:
-        stats["kl"] = kl_sum / max(n_tokens, 1.0)  # KL_k3(pi_old || pi_ref) on the rollouts
+        stats["kl"] = kl_sum / max(n_tokens, 1.0)
     stats["clip_fraction"] = clip_fraction
     # population std of the advantages over the global batch: 0 means no learning signal this step
     stats["advantage_std"] = max(adv_sq_sum / n_rows - (adv_sum / n_rows) ** 2, 0.0) ** 0.5
@@ -713,7 +717,8 @@ def main(argv=None):
             # this rank's prompts (each --n times), sampled mini-batch by mini-batch, all before any update
             rows = step_prompts(prompts, step, args, rank, world)
             per_mb = len(rows) * args.mini_batch_size // args.batch_size  # rows of one PPO mini-batch on this rank
-            minibatches = [rollout(model, tokenizer, rows[i:i + per_mb], args, stop_ids, device, dtype) for i in range(0, len(rows), per_mb)]
+            minibatches = [rollout(model, tokenizer, rows[i:i + per_mb], args, stop_ids, device, dtype)
+                           for i in range(0, len(rows), per_mb)]
             stats = train_step(model, ref_model, optimizer, minibatches, args, world, device, dtype)
             seconds = time.time() - t0
             n_tokens = stats.pop("response_tokens")  # sampled and trained on, all ranks
