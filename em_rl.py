@@ -45,7 +45,7 @@ Commands:
   4 GPUs, FSDP2 (the paper's setup: 512 prompts x 4 rollouts per step, 4 PPO mini-batches):
     torchrun --nproc_per_node 4 em_rl.py --model Qwen/Qwen2.5-Math-7B --dataset numina.jsonl --reward token \
         --gradient-checkpointing --eval-dataset math500 --eval-every 10 --out runs/em_rl_token_7b
-  CPU smoke (about a minute):
+  CPU smoke (1-4 minutes on 2 busy CPU cores):
     python em_rl.py --model local_models/smollm2 --dataset data/mini_math.jsonl --batch-size 2 --mini-batch-size 2 \
         --micro-batch-size 8 --steps 2 --max-new-tokens 16 --out runs/em_rl_smoke
 Rerunning a command resumes from its --out folder; Ctrl-C finishes the step, saves and exits.

@@ -224,8 +224,9 @@ def test_ctrl_c_saves_the_step_and_exits(tiny_model, mini_math, tmp_path):
 
 def test_torchrun_two_processes_fsdp2(tiny_model, mini_math, tmp_path):
     out = tmp_path / "ddp"
+    # --standalone: a free rendezvous port (other torchrun tests may run at the same time);
     # torchrun's own parser takes --n for an abbreviation of its flags: use the long name
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(ROOT / "em_rl.py"),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(ROOT / "em_rl.py"),
            *small_run(tiny_model, mini_math, out, "--steps", "2", "--samples-per-prompt", "2", "--mini-batch-size", "2",
                       "--lr", "1e-2")]
     res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
@@ -237,6 +238,18 @@ def test_torchrun_two_processes_fsdp2(tiny_model, mini_math, tmp_path):
     assert 1 <= rows[0]["response_length"] <= 12
     assert rows[1]["kl"] > 0.0  # the sharded update moved the weights
     AutoModelForCausalLM.from_pretrained(out)
+
+
+def fixed_rollouts(seed=0):
+    """2 prompts x 4 rows of random tokens with ragged left padding and ragged response lengths."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 300, (8, 14), generator=g)
+    attn, resp = torch.ones_like(ids), torch.zeros_like(ids)
+    for i in range(8):
+        attn[i, :i % 3] = 0  # left padding
+        resp[i, 6:9 + i % 4] = 1  # 3..6 response tokens, then right padding
+        attn[i, 9 + i % 4:] = 0
+    return {"input_ids": ids, "attention_mask": attn, "response_mask": resp}
 
 
 def one_update(model_path, world, rank):
@@ -251,15 +264,8 @@ def one_update(model_path, world, rank):
         ref.lm_head.weight.mul_(1.5)  # a reference that differs from the policy: KL > 0
     ref = em_rl.prepare_model(ref.requires_grad_(False), args, world, trainable=False)
     model = em_rl.prepare_model(model, args, world)
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(3, 300, (8, 14), generator=g)
-    attn, resp = torch.ones_like(ids), torch.zeros_like(ids)
-    for i in range(8):
-        attn[i, :i % 3] = 0  # left padding
-        resp[i, 6:9 + i % 4] = 1  # 3..6 response tokens, then right padding
-        attn[i, 9 + i % 4:] = 0
     rows = slice(rank * 8 // world, (rank + 1) * 8 // world)
-    mine = {"input_ids": ids[rows], "attention_mask": attn[rows], "response_mask": resp[rows]}
+    mine = {k: v[rows] for k, v in fixed_rollouts().items()}
     micro = [{k: v[i:i + 2] for k, v in mine.items()} for i in range(0, 8 // world, 2)]
     full = lambda: {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone() for k, v in model.state_dict().items()}
     before = full()
@@ -268,10 +274,38 @@ def one_update(model_path, world, rank):
     return {k: after[k] - before[k] for k in before}, stats
 
 
+@pytest.mark.parametrize("reward, reduction", [("token", "mean"), ("sequence", "sum")])
+def test_score_rollouts_against_hf_logits_in_float64(tiny_model, reward, reduction):
+    args = em_rl.parse_args(["--model", tiny_model, "--batch-size", "2", "--mini-batch-size", "2", "--reward", reward,
+                             "--reward-reduction", reduction, "--kl-coef", "0"])
+    model, _ = em_rl.load_model(args, torch.device("cpu"), torch.float32)
+    data = fixed_rollouts()
+    micro = [{k: v[i:i + 4] for k, v in data.items()} for i in (0, 4)]  # two micro-batches of 4 rows
+    em_rl.score_rollouts(model, None, [micro], args, torch.device("cpu"), torch.float32)
+    # reference: the model's full logits in float64, torch.distributions, explicit loops
+    pos = (data["attention_mask"].cumsum(-1) - 1).clamp_min(0)
+    with torch.no_grad():
+        logits = model(input_ids=data["input_ids"], attention_mask=data["attention_mask"], position_ids=pos).logits.double()
+    rewards = []
+    for b in range(8):
+        ts = [t for t in range(13) if data["response_mask"][b, t + 1]]  # logits at t predict token t + 1
+        dist_t = torch.distributions.Categorical(logits=logits[b, ts])
+        H, lp = dist_t.entropy(), dist_t.log_prob(data["input_ids"][b, [t + 1 for t in ts]])
+        rewards.append(-H.mean().item() if reward == "token" else lp.sum().item())
+        got = torch.cat([m["old_logp"] for m in micro])[b]
+        assert got[ts].tolist() == pytest.approx(lp.tolist(), abs=1e-5)
+    got_r = torch.cat([m["reward"] for m in micro]).tolist()
+    assert got_r == pytest.approx(rewards, abs=1e-4)
+    got_a = torch.cat([m["advantages"] for m in micro]).tolist()
+    for b in range(8):
+        others = [rewards[j] for j in range(4 * (b // 4), 4 * (b // 4) + 4) if j != b]
+        assert got_a[b] == pytest.approx(rewards[b] - sum(others) / 3, abs=1e-4)
+
+
 def test_fsdp2_update_equals_the_single_process_update(tiny_model, tmp_path):
     # the token-mean loss over both ranks' tokens must give the same step as one process with all rows
     out = tmp_path / "delta.pt"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", __file__, tiny_model, str(out)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__, tiny_model, str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
     sharded = torch.load(out, weights_only=True)
