@@ -212,7 +212,7 @@ def _map_rows(spec, ds, limit, source):
     return out
 
 
-def _load_local(path, limit):
+def _load_local(path, limit, require_answer):
     if not os.path.isfile(path):
         raise InputError(f"{path}: no such file (named benchmarks: {', '.join(BENCHMARKS)})")
     builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(os.path.splitext(path)[1].lower())
@@ -231,7 +231,8 @@ def _load_local(path, limit):
     else:
         problem = next((f for f in PROBLEM_FIELDS if f in fields), None)
         answer = next((f for f in ANSWER_FIELDS if f in fields), None)
-        if problem is None or (answer is None and "tests" not in fields and "solution" not in fields):
+        unlabeled = answer is None and "tests" not in fields and "solution" not in fields
+        if problem is None or (require_answer and unlabeled):
             raise InputError(f"{path}: needs a problem field ({'/'.join(PROBLEM_FIELDS)}) and an answer field "
                              f"({'/'.join(ANSWER_FIELDS)}) or tests; it has: {', '.join(fields) or 'none'}")
         spec = dict(id=next((f for f in ("id", "unique_id", "question_id") if f in fields), None),
@@ -239,17 +240,19 @@ def _load_local(path, limit):
     return _map_rows(spec, ds, limit, path)
 
 
-def load_problems(name_or_path, split=None, limit=None):
+def load_problems(name_or_path, split=None, limit=None, require_answer=True):
     """Problems as [{"id": str, "problem": str, "answer": str(, "tests")}] from a benchmark name or a local file.
 
     Named: math500, amc, aime, aime24, minerva, olympiadbench, livecodebench (hub, see BENCHMARKS);
     otherwise a local .jsonl / .json / .parquet file. `split` only applies to hub datasets.
+    require_answer=False accepts a file of unlabeled prompts (EM-FT / EM-RL training data: only the
+    problem text is used); its records get answer "".
     """
     if limit is not None and limit < 1:
         raise InputError(f"limit must be >= 1, got {limit}")
     if name_or_path in BENCHMARKS:
         return _load_hub(name_or_path, split, limit)
-    return _load_local(str(name_or_path), limit)
+    return _load_local(str(name_or_path), limit, require_answer)
 
 
 # ----------------------------------------------------------------------------------------------------------------

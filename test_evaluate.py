@@ -340,6 +340,14 @@ def test_local_file_errors(tmp_path):
     bad.write_text('{"text": "hi", "label": 1}\n')
     with pytest.raises(InputError, match="it has: text, label"):
         evaluate.load_problems(str(bad))
+    # unlabeled prompts (EM-FT / EM-RL training data): accepted only when asked for, answer ""
+    unlabeled = tmp_path / "prompts.jsonl"
+    unlabeled.write_text('{"problem": "What is 1+1?"}\n{"problem": "What is 2+2?"}\n')
+    with pytest.raises(InputError, match="it has: problem"):
+        evaluate.load_problems(str(unlabeled))
+    assert [p["answer"] for p in evaluate.load_problems(str(unlabeled), require_answer=False)] == ["", ""]
+    with pytest.raises(InputError, match="it has: text, label"):  # a problem field is still required
+        evaluate.load_problems(str(bad), require_answer=False)
     csv = tmp_path / "x.csv"
     csv.write_text("a,b\n")
     with pytest.raises(InputError, match="unsupported file type"):
