@@ -170,17 +170,24 @@ def run(tiny_model, mini_math, out, *extra):
 
 
 def test_entropy_falls_and_saved_folder_reloads(tiny_model, mini_math, tmp_path):
-    log = run(tiny_model, mini_math, tmp_path, "--steps", "6", "--eval-dataset", mini_math, "--eval-limit", "3",
-              "--eval-every", "3")
+    # EM-FT needs no labels: train on the problems alone, evaluate on the labeled file
+    prompts = tmp_path / "data" / "prompts.jsonl"
+    prompts.parent.mkdir()
+    with open(mini_math) as src, open(prompts, "w") as dst:
+        for line in src:
+            dst.write(json.dumps({"problem": json.loads(line)["problem"]}) + "\n")
+    out = tmp_path / "run"
+    log = run(tiny_model, str(prompts), out, "--steps", "6", "--eval-dataset", mini_math,
+              "--eval-limit", "3", "--eval-every", "3")
     assert [m["step"] for m in log] == [1, 2, 3, 4, 5, 6]
     for m in log:
         assert {"step", "loss", "entropy", "response_length", "grad_norm", "lr", "tokens_per_second", "seconds"} <= m.keys()
     assert [("eval_accuracy" in m) for m in log] == [False, False, True, False, False, True]
     assert log[-1]["entropy"] < log[0]["entropy"] - 0.5, [m["entropy"] for m in log]
 
-    trained, base = load(tmp_path), load(tiny_model)
+    trained, base = load(out), load(tiny_model)
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), base.state_dict().values()))
-    tok = AutoTokenizer.from_pretrained(tmp_path)
+    tok = AutoTokenizer.from_pretrained(out)
     assert tok.chat_template and tok.pad_token == "<|endoftext|>"
     # the reloaded model is the trained one: its entropy on the eval prompts is lower than the base model's
     ids = tok(["<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n"], return_tensors="pt").input_ids
