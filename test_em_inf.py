@@ -87,8 +87,10 @@ def make_rows():
 # ---------------------------------------------------------------------------------------------------------
 # minimize_entropy
 # ---------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kl_weight", [0.0, 0.05, 1.0])
-def test_minimize_entropy_matches_per_row_adam(kl_weight):
+@pytest.mark.parametrize("kl_weight,skip", [(0.0, True), (0.05, True), (1.0, True), (0.05, False)])
+def test_minimize_entropy_matches_per_row_adam(kl_weight, skip, monkeypatch):
+    # skip=False: the GPU path, where all steps run and stopped rows are frozen instead of skipped
+    monkeypatch.setattr(em_inf, "SKIP_WHEN_DONE", ("cpu",) if skip else ())
     logits = make_rows()
     delta, lr, steps = 0.3, 0.1, 5
     before = logits.clone()
