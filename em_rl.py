@@ -45,7 +45,7 @@ Commands:
   4 GPUs, FSDP2 (the paper's setup: 512 prompts x 4 rollouts per step, 4 PPO mini-batches):
     torchrun --nproc_per_node 4 em_rl.py --model Qwen/Qwen2.5-Math-7B --dataset numina.jsonl --reward token \
         --gradient-checkpointing --eval-dataset math500 --eval-every 10 --out runs/em_rl_token_7b
-  CPU smoke (1-4 minutes on 2 busy CPU cores):
+  CPU smoke (a few minutes on 2 cores):
     python em_rl.py --model local_models/smollm2 --dataset data/mini_math.jsonl --batch-size 2 --mini-batch-size 2 \
         --micro-batch-size 8 --steps 2 --max-new-tokens 16 --out runs/em_rl_smoke
 Rerunning a command resumes from its --out folder; Ctrl-C finishes the step, saves and exits.
@@ -93,14 +93,14 @@ def common_args(p, *, batch_size_default, batch_size_help):
 
 # ---- training arguments: shared by em_ft.py and em_rl.py, same names and defaults ----
 def training_args(p, *, steps_default, steps_help):
-    p.set_defaults(max_new_tokens=3072)  # training responses are capped at 3072 tokens (paper App.)
+    p.set_defaults(max_new_tokens=3072)  # training responses are capped at 3072 tokens (paper setup)
     p.add_argument("--steps", type=int, default=steps_default, help=steps_help)
     p.add_argument("--lr", type=float, default=1e-6, help="AdamW learning rate, constant (official EM-RL config: 1e-6)")
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (official EM-RL config: 0.01)")
     p.add_argument("--grad-clip", type=float, default=1.0, help="clip the global gradient norm to this (paper / official config: 1.0)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the training responses (paper Sec. 3: 1.0)")
-    p.add_argument("--max-prompt-tokens", type=int, default=1024, help="skip longer prompts (paper App.: prompts <= 1024 tokens)")
-    p.add_argument("--micro-batch-size", type=int, default=8, help="sequences per sampling call and per forward/backward on each rank; gradients accumulate to the full batch (ours: 7B, 4K tokens, 80 GB)")
+    p.add_argument("--max-prompt-tokens", type=int, default=1024, help="skip longer prompts (paper setup: prompts <= 1024 tokens)")
+    p.add_argument("--micro-batch-size", type=int, default=8, help="sequences per sampling call and per forward/backward on each rank; gradients accumulate to the full batch, same result (ours)")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False, help="recompute each layer's activations in backward: far less activation memory for ~30%% more compute (ours)")
     p.add_argument("--out", default=os.path.join("runs", os.path.basename(__file__)[:-3]), help="run folder: metrics.jsonl, the latest model (save_pretrained) and train_state.pt; rerunning resumes from it (ours)")
     p.add_argument("--save-every", type=int, default=10, help="save a checkpoint every N steps, and always after the last one (ours)")
@@ -127,8 +127,8 @@ def check_training_args(args):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="EM-RL: RL with negative entropy as the only reward (arXiv 2505.15134 Sec. 3.2)")
-    common_args(p, batch_size_default=512, batch_size_help="prompts per RL step (rollout batch), split across ranks (paper: 512, x 4 rollouts = 2048)")
-    training_args(p, steps_default=100, steps_help="RL steps, each: rollouts, rewards, PPO updates (paper: ~100)")
+    common_args(p, batch_size_default=512, batch_size_help="prompts per RL step (rollout batch), split across ranks (paper setup: 512, x 4 rollouts = 2048)")
+    training_args(p, steps_default=100, steps_help="RL steps, each: rollouts, rewards, PPO updates (paper setup: ~100)")
     # ---- EM-RL flags ----
     # --samples-per-prompt is em_ft.py's name for the same number, so the shared code reads it unchanged;
     # under torchrun spell it out: torchrun's own parser rejects --n as an ambiguous abbreviation of its flags

@@ -11,6 +11,11 @@ Each variant runs in a fresh subprocess (same seed, so the same samples) so that
 its own: peak resident memory (ru_maxrss) on CPU, torch.cuda.max_memory_allocated on CUDA. The
 sampling part is identical in both; the "step" memory is the peak minus the memory held after the
 model and optimizer were set up. Times are medians over --repeats steps after one warm-up step.
+EM-RL (em_rl.py, bench_em_rl_step): one RL step (2 prompts x 4 rollouts of up to 32 tokens) split
+into rollout / reward (no-grad scoring of policy and reference) / update (PPO forward, backward,
+AdamW) on the tiny fixture model and SmolLM2-135M; then scoring + one PPO update of a fixed
+8 x (32 + 256)-token mini-batch on --model, chunked (em_rl) vs materialized logits, in fresh
+processes: step memory and the largest tensor any op creates ([chunk, V] vs [B * T, V]).
 Prints markdown tables.
 """
 import argparse
@@ -114,6 +119,151 @@ def bench_em_ft_step(a):
           f"loss + backward time ratio hidden/logits: {b_['train_s'] / a_['train_s']:.2f}")
 
 
+# ---------------------------------------------------------------------------------------------
+# EM-RL (em_rl.py): one RL step split into rollout / reward / update, and the memory of the update
+# ---------------------------------------------------------------------------------------------
+RL_PROMPTS, RL_N, RL_NEW_TOKENS = 2, 4, 32  # one step: 2 prompts x 4 rollouts of up to 32 tokens
+RL_ROWS, RL_PROMPT_LEN, RL_RESPONSE_LEN = 8, 32, 256  # memory: one mini-batch of 8 x (32 + 256) tokens
+
+
+def em_rl_setup(model_path, max_new_tokens, kl_coef):
+    """em_rl.py's own parsing and setup (its defaults otherwise: n 4, RLOO, token reward, PPO clip 0.2)."""
+    import em_rl
+
+    args = em_rl.parse_args(["--model", model_path, "--dataset", os.path.join(ROOT, "data", "mini_math.jsonl"),
+                             "--batch-size", str(RL_PROMPTS), "--mini-batch-size", str(RL_PROMPTS), "--n", str(RL_N),
+                             "--micro-batch-size", str(RL_ROWS), "--max-new-tokens", str(max_new_tokens),
+                             "--kl-coef", str(kl_coef), "--seed", "0"])
+    rank, world, device, dtype = em_rl.setup(args)
+    model, tokenizer = em_rl.load_model(args, device, torch.float32)
+    ref_model = None
+    if args.kl_coef > 0:  # as em_rl.main: the frozen reference in the compute dtype
+        ref_model, _ = em_rl.load_model(args, device, dtype)
+        ref_model = em_rl.prepare_model(ref_model.requires_grad_(False), args, world, trainable=False)
+    model = em_rl.prepare_model(model, args, world)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    return em_rl, args, device, dtype, model, tokenizer, ref_model, optimizer
+
+
+def em_rl_steps_child(model_path, repeats):
+    """Seconds of each phase of an RL step as em_rl.main runs it (kl 0.001: the reference is scored too)."""
+    em_rl, args, device, dtype, model, tokenizer, ref_model, optimizer = em_rl_setup(model_path, RL_NEW_TOKENS, 0.001)
+    prompts = em_rl.training_prompts(evaluate.load_problems(args.dataset), tokenizer, args, 0)
+    stop_ids = em_rl.stop_token_ids(model, tokenizer)
+
+    def now():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    phases, tokens = {"rollout_s": [], "reward_s": [], "update_s": []}, []
+    for step in range(1, repeats + 2):  # step 1 is the warm-up
+        t0 = now()
+        minibatches = [em_rl.rollout(model, tokenizer, em_rl.step_prompts(prompts, step, args, 0, 1), args, stop_ids, device, dtype)]
+        t1 = now()
+        sums, _ = em_rl.score_rollouts(model, ref_model, minibatches, args, device, dtype)
+        t2 = now()
+        em_rl.ppo_update(model, optimizer, minibatches, args, 1, device, dtype)
+        t3 = now()
+        if step > 1:
+            for k, t in zip(phases, (t1 - t0, t2 - t1, t3 - t2)):
+                phases[k].append(t)
+            tokens.append(sums[3].item() / sums[4].item())
+    print(json.dumps({"device": str(device), "tokens": statistics.median(tokens),
+                      **{k: statistics.median(v) for k, v in phases.items()}}))
+
+
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
+
+class LargestTensor(TorchDispatchMode):
+    """While active, remembers the shape of the largest tensor any op returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.numel, self.shape = 0, None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor) and t.numel() > self.numel:
+                self.numel, self.shape = t.numel(), list(t.shape)
+        return out
+
+
+def em_rl_memory_child(variant, model_path):
+    """Peak memory and largest tensor of scoring + one PPO update on a fixed mini-batch, one variant."""
+    em_rl, args, device, dtype, model, tokenizer, _, optimizer = em_rl_setup(model_path, RL_RESPONSE_LEN, 0.0)
+    if variant == "logits":
+        em_rl.forward_entropy_logprob = forward_with_logits  # score_rollouts and ppo_loss_sums use it
+    args.samples_per_prompt = RL_ROWS  # the mini-batch is one prompt's RL_ROWS rollouts
+
+    def minibatch(prompt_len, response_len, seed):
+        g = torch.Generator().manual_seed(seed)  # random tokens: memory and time do not depend on the text
+        ids = torch.randint(0, model.config.vocab_size, (RL_ROWS, prompt_len + response_len), generator=g).to(device)
+        resp = torch.zeros_like(ids)
+        resp[:, prompt_len:] = 1
+        return [[{"input_ids": ids, "attention_mask": torch.ones_like(ids), "response_mask": resp}]]
+
+    def step(minibatches):
+        em_rl.score_rollouts(model, None, minibatches, args, device, dtype)
+        em_rl.ppo_update(model, optimizer, minibatches, args, 1, device, dtype)
+
+    step(minibatch(4, 4, 0))  # warm-up: optimizer state, allocator
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    base = peak_mib(device) if device.type != "cuda" else torch.cuda.memory_allocated(device) / 2**20
+    t0 = time.perf_counter()
+    step(minibatch(RL_PROMPT_LEN, RL_RESPONSE_LEN, 1))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    peak = peak_mib(device)
+    with LargestTensor() as largest:
+        step(minibatch(RL_PROMPT_LEN, RL_RESPONSE_LEN, 2))
+    print(json.dumps({"device": str(device), "step_mib": peak - base, "seconds": seconds, "largest": largest.shape}))
+
+
+def run_function_child(call):
+    """Run `bench_train.<call>` in a fresh process (own peak memory) and parse its last line of JSON."""
+    code = f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import bench_train; bench_train.{call}"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if out.returncode != 0:
+        sys.exit(f"{call} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_em_rl_step(a):
+    """RL step phases on the tiny fixture model and SmolLM2-135M; update memory on --model (V = 152,064)."""
+    import tempfile
+
+    import conftest
+
+    smollm2 = os.path.join(ROOT, "local_models", "smollm2")
+    with tempfile.TemporaryDirectory() as tmp:
+        models = [("tiny fixture (2 layers, V = 400)", conftest.build_tiny_model(tmp))]
+        if os.path.isdir(smollm2):
+            models.append(("SmolLM2-135M-Instruct", smollm2))
+        rows = [(name, run_function_child(f"em_rl_steps_child({path!r}, {a.repeats})")) for name, path in models]
+    print(f"\n### em_rl.py RL step, {RL_PROMPTS} prompts x {RL_N} rollouts of up to {RL_NEW_TOKENS} tokens, "
+          f"kl 0.001 (median of {a.repeats} steps after a warm-up)\n")
+    print("rollout: sampling with the KV cache; reward: one no-grad forward of the policy and the reference (rewards, "
+          "old log-probs, RLOO advantages); update: PPO forward + backward + AdamW.\n")
+    print("| model | tokens / response | rollout s | reward s | update s | step s |\n|---|---|---|---|---|---|")
+    for name, r in rows:
+        total = r["rollout_s"] + r["reward_s"] + r["update_s"]
+        print(f"| {name} | {r['tokens']:.0f} | {r['rollout_s']:.2f} | {r['reward_s']:.2f} | {r['update_s']:.2f} | {total:.2f} |")
+    res = {v: run_function_child(f"em_rl_memory_child({v!r}, {a.model!r})") for v in ("logits", "hidden")}
+    mem = "peak CUDA allocated" if res["hidden"]["device"].startswith("cuda") else "peak RSS"
+    print(f"\n### em_rl.py scoring + PPO update of one mini-batch, {RL_ROWS} x ({RL_PROMPT_LEN} prompt + {RL_RESPONSE_LEN} "
+          f"response) tokens, {os.path.basename(a.model.rstrip('/'))} (step memory = {mem} minus before the step)\n")
+    print("| variant | largest tensor created | step MiB | s |\n|---|---|---|---|")
+    for v, r in res.items():
+        name = {"logits": "materialized [B, T, V] logits", "hidden": "entropy from hidden states (em_rl)"}[v]
+        print(f"| {name} | {r['largest']} | {r['step_mib']:.0f} | {r['seconds']:.2f} |")
+    print(f"\nstep memory ratio logits/hidden: {res['logits']['step_mib'] / max(res['hidden']['step_mib'], 1):.1f}x")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=os.path.join(ROOT, "local_models", "qwen-shaped"), help="model folder (make local_models)")
@@ -130,6 +280,7 @@ def main():
     print(f"## bench_train: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, "
           f"torch {torch.__version__}, cuda {torch.cuda.is_available()}")
     bench_em_ft_step(a)
+    bench_em_rl_step(a)
 
 
 if __name__ == "__main__":
