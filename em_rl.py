@@ -684,7 +684,7 @@ def main(argv=None):
     if args.mini_batch_size % world:
         fail(f"--mini-batch-size {args.mini_batch_size} must be divisible by the number of processes ({world})")
     try:
-        problems = evaluate.load_problems(args.dataset, limit=args.limit)
+        problems = evaluate.load_problems(args.dataset, limit=args.limit, require_answer=False)  # unlabeled
         eval_problems = evaluate.load_problems(args.eval_dataset, limit=args.eval_limit) if args.eval_dataset else []
     except evaluate.InputError as e:
         fail(str(e))

@@ -187,6 +187,15 @@ def test_sequence_reward_grpo_epochs_kl_and_eval_hook(tiny_model, mini_math, tmp
     AutoModelForCausalLM.from_pretrained(out)  # the saved model is a loadable HF folder
 
 
+def test_trains_on_unlabeled_prompts(tiny_model, mini_math, tmp_path):
+    # EM-RL needs no labels: a prompt file without any answer field is valid training data
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [json.loads(line) for line in pathlib.Path(mini_math).read_text().splitlines() if line.strip()]
+    prompts.write_text("".join(json.dumps({"problem": r["problem"]}) + "\n" for r in rows))
+    em_rl.main(small_run(tiny_model, str(prompts), tmp_path / "run", "--steps", "1"))
+    assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1]
+
+
 def test_resume_matches_an_uninterrupted_run(tiny_model, mini_math, tmp_path):
     flags = ["--lr", "1e-2", "--save-every", "1"]
     em_rl.main(small_run(tiny_model, mini_math, tmp_path / "full", "--steps", "4", *flags))
