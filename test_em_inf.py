@@ -222,8 +222,23 @@ def args_for(mode, **kw):
     return em_inf.parse_args(["--mode", mode] + [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()])
 
 
-def test_generate_with_processor_equals_our_decode_loop(tiny_model):
-    """model.generate + EMInfLogitsProcessor and em_inf.sample + the em_inf picker draw the same tokens."""
+def test_draw_samples_the_distribution():
+    g = torch.Generator().manual_seed(3)
+    probs = torch.softmax(torch.randn(2, 6, generator=g), -1)
+    probs[1, 2] = 0.0  # a masked token
+    torch.manual_seed(0)
+    draws = torch.stack([em_inf.draw(probs * 3.0) for _ in range(20000)])  # unnormalized input is fine
+    for row in range(2):
+        freq = torch.bincount(draws[:, row], minlength=6).double() / len(draws)
+        expected = probs[row].double() / probs[row].sum()
+        assert (freq - expected).abs().max() < 0.015  # ~4 standard deviations at 20000 draws
+    assert (draws[:, 1] != 2).all()
+
+
+def test_generate_with_processor_equals_our_decode_loop(tiny_model, monkeypatch):
+    """model.generate + EMInfLogitsProcessor and em_inf.sample + the em_inf picker draw the same tokens
+    (with our inverse-CDF draw() swapped for generate's torch.multinomial, so both use the same random numbers)."""
+    monkeypatch.setattr(em_inf, "draw", lambda probs: torch.multinomial(probs, num_samples=1).squeeze(1))
     tok = AutoTokenizer.from_pretrained(tiny_model, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     prompts = ["What is 2 + 3?", "Tom has 3 apples and buys 5 more. How many apples?"]
