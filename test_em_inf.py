@@ -87,10 +87,13 @@ def make_rows():
 # ---------------------------------------------------------------------------------------------------------
 # minimize_entropy
 # ---------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kl_weight,skip", [(0.0, True), (0.05, True), (1.0, True), (0.05, False)])
-def test_minimize_entropy_matches_per_row_adam(kl_weight, skip, monkeypatch):
-    # skip=False: the GPU path, where all steps run and stopped rows are frozen instead of skipped
+@pytest.mark.parametrize("kl_weight,skip,chunk", [(0.0, True, 1 << 19), (0.05, True, 1 << 19), (1.0, True, 1 << 19),
+                                                  (0.05, False, 1 << 19), (0.05, True, 1500)])
+def test_minimize_entropy_matches_per_row_adam(kl_weight, skip, chunk, monkeypatch):
+    # skip=False: the GPU path, where all steps run and stopped rows are frozen instead of skipped;
+    # chunk=1500: the CPU path that works on 3 rows at a time
     monkeypatch.setattr(em_inf, "SKIP_WHEN_DONE", ("cpu",) if skip else ())
+    monkeypatch.setattr(em_inf, "CPU_CHUNK", chunk)
     logits = make_rows()
     delta, lr, steps = 0.3, 0.1, 5
     before = logits.clone()
