@@ -43,7 +43,7 @@ Commands:
     python em_inf.py --model Qwen/Qwen2.5-Math-7B-Instruct --mode self_consistency --n 4
     # data parallel on 8 GPUs: the problems are sharded, the results merged into one file
     torchrun --nproc_per_node 8 em_inf.py --model Qwen/Qwen2.5-Math-7B-Instruct --dataset math500
-    # CPU smoke run with the local SmolLM2 (make local_models), about a minute
+    # CPU smoke run with the local SmolLM2 (make local_models), about 15 s
     python em_inf.py --model local_models/smollm2 --dataset data/mini_math.jsonl --limit 4 --max-new-tokens 64
 """
 import argparse
