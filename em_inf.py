@@ -343,7 +343,8 @@ def adaptive_temperature(logits, delta, alpha, t_min=0.01, t_max=1.0, max_iter=1
     logits: [B, V]. Target H* = max(delta, alpha * H(z)); rows with H(z) <= delta keep tau = 1; the
     others bisect tau in [t_min, t_max] until |H(z / tau) - H*| < tol or max_iter halvings
     (defaults: official AdaptiveTemperatureProcessor and adaptive_temp_eval.sh). H(z / tau) grows with
-    tau (dH/dtau = Var_p(z) / tau^3 >= 0), so bisection is well posed. returns float32 z / tau [B, V].
+    tau (dH/dtau = Var_p(z) / tau^3 >= 0), so bisection is well posed. Exact entropies (the official
+    code uses log(p + 1e-9)), all rows at once. returns float32 z / tau [B, V].
     """
     z = logits.float()
     h0 = _softmax_entropy(z)[2]
@@ -396,7 +397,7 @@ class EMInfLogitsProcessor(LogitsProcessor):
                        logits_processor=LogitsProcessorList([EMInfLogitsProcessor()]))
 
     generate applies its own temperature / top-k / top-p BEFORE custom processors, so keep them off (as
-    above) to get EM-INF on the raw logits; em_inf.py's own loop does not need this and is faster.
+    above) to get EM-INF on the raw logits, as em_inf.py's own decode loop does.
     """
 
     def __init__(self, delta=DELTA, lr=LR, steps=STEPS, kl_weight=KL_WEIGHT, temperature=TEMPERATURE):
