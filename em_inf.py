@@ -110,7 +110,10 @@ def parse_args(argv=None):
     p.add_argument("--alpha", type=float, default=0.5,
                    help="adaptive_temp target ratio: H* = max(delta, alpha * H) (paper Sec. 3.3: 0.4-0.6 best; "
                         "official adaptive_temp_eval.sh: 0.85)")
-    p.add_argument("--n", type=int, default=4, help="samples per problem for self_consistency (paper Table 3: N = 4)")
+    # --samples-per-prompt: the same flag for torchrun, whose own parser rejects --n as an ambiguous abbreviation
+    p.add_argument("--n", "--samples-per-prompt", dest="n", type=int, default=4,
+                   help="samples per problem for self_consistency (paper Table 3: N = 4); under torchrun spell it "
+                        "--samples-per-prompt")
     p.add_argument("--top-k", type=int, default=0,
                    help="keep the k most likely tokens, 0 = off (ours: off; the official EM-INF code leaks Qwen's "
                         "generation_config top-k 20)")
@@ -242,25 +245,10 @@ BETA1, BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
 
 
 @entropy.compiled
-def _softmax_entropy(z):
-    """(p, p log p, H) of float32 logits z [B, V]: softmax [B, V], its p log p terms [B, V], entropy [B].
-
-    -inf logits get p = 0 and p log p = 0 (xlogy(0, 0) = 0), so masked tokens add exactly nothing.
-    Also the entropy statistic of every mode and of adaptive_temperature (in eager mode about half the
-    cost of entropy.token_entropy, which matters for the per-token overhead on a CPU).
-    """
-    p = (z - z.amax(dim=-1, keepdim=True)).exp_()
-    p.div_(p.sum(dim=-1, keepdim=True))
-    plogp = torch.xlogy(p, p)
-    # H = -sum_v p_v log p_v
-    return p, plogp, -plogp.sum(dim=-1)
-
-
-@entropy.compiled
 def _adam_step(z, exp_avg, exp_avg_sq, p, plogp, h, kl_p0, rate, c):
     """One Adam step, in place on z, exp_avg, exp_avg_sq [B, V], on L(z) = H(p) + w KL(p0 || p).
 
-    p, plogp, h: _softmax_entropy(z); kl_p0 = w p0 [B, V]; rate [B, 1] = the step size lr / (1 - beta1^t)
+    p, plogp, h: entropy.softmax_entropy(z); kl_p0 = w p0 [B, V]; rate [B, 1] = the step size lr / (1 - beta1^t)
     for rows still optimizing and 0 for rows that stopped (they never restart, so their Adam state may
     drift: z is all that is kept); c: [3] float32 (lr / (1 - beta1^t), sqrt(1 - beta2^t), w). Changing
     values travel as tensors, so new lr, t or w never recompile. In place, so that an eager (CPU)
@@ -315,7 +303,7 @@ def minimize_entropy(logits, delta, lr, steps, kl_weight, return_stats=False):
 def _minimize_rows(z, delta, lr, steps, kl_weight):
     """minimize_entropy on float32 z [b, V], in place; returns (z, steps taken [b], H(z before) [b])."""
     consts = _adam_constants(lr, steps, kl_weight, z.device)
-    p, plogp, h = _softmax_entropy(z)
+    p, plogp, h = entropy.softmax_entropy(z)
     h0, kl_p0 = h, p * consts[0, 2]  # the model's entropy, and w p0: the KL anchor, fixed for this token
     exp_avg, exp_avg_sq = torch.zeros_like(z), torch.zeros_like(z)  # fresh Adam state per token
     active = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
@@ -326,7 +314,7 @@ def _minimize_rows(z, delta, lr, steps, kl_weight):
     can_skip = z.device.type in SKIP_WHEN_DONE
     for t in range(steps):
         if t > 0:
-            p, plogp, h = _softmax_entropy(z)
+            p, plogp, h = entropy.softmax_entropy(z)
         # a row whose entropy fell below delta stops for good (official: `if entropy < threshold: break`)
         active = active & (h >= delta)
         if can_skip and not active.any():  # every row is confident enough
@@ -347,7 +335,7 @@ def adaptive_temperature(logits, delta, alpha, t_min=0.01, t_max=1.0, max_iter=1
     code uses log(p + 1e-9)), all rows at once. returns float32 z / tau [B, V].
     """
     z = logits.float()
-    h0 = _softmax_entropy(z)[2]
+    h0 = entropy.token_entropy(z)
     # H* = max(delta, alpha * H0)
     target = (alpha * h0).clamp_min(delta)
     lo, hi = torch.full_like(h0, t_min), torch.full_like(h0, t_max)
@@ -357,7 +345,7 @@ def adaptive_temperature(logits, delta, alpha, t_min=0.01, t_max=1.0, max_iter=1
         if not searching.any():
             break
         mid = (lo + hi) / 2
-        h = _softmax_entropy(z / mid.unsqueeze(-1))[2]
+        h = entropy.token_entropy(z / mid.unsqueeze(-1))
         tau = torch.where(searching, mid, tau)  # the official code keeps the last midpoint tried
         hit = (h - target).abs() < tol
         too_cold = h < target  # entropy too low: the temperature must go up
@@ -439,7 +427,7 @@ def make_pick_next(args, seen=None):
             z, taken, h0 = minimize_entropy(z0, args.delta, args.lr, args.steps, args.kl_weight, return_stats=True)
             stats = {"entropy": h0, "em_steps": taken.float()}
         else:
-            z, stats = z0, {"entropy": _softmax_entropy(z0)[2]}
+            z, stats = z0, {"entropy": entropy.token_entropy(z0)}
         if seen is not None:
             z = repetition_penalty(z, seen, args.repetition_penalty)
         if args.mode == "greedy":
@@ -447,9 +435,8 @@ def make_pick_next(args, seen=None):
         else:
             z = adaptive_temperature(z, args.delta, args.alpha) if args.mode == "adaptive_temp" else z / args.temperature
             z = top_k_top_p(z, args.top_k, args.top_p)
-            probs = torch.softmax(z, dim=-1)
-            # H of what we sample from (before the floor): -sum p log p, 0 log 0 = 0 for masked tokens
-            stats["sampled_entropy"] = -torch.xlogy(probs, probs).sum(dim=-1)
+            # the distribution we sample from, and its entropy (before the floor); masked tokens get p = 0
+            probs, _, stats["sampled_entropy"] = entropy.softmax_entropy(z)
             if args.prob_floor > 0:
                 probs = probs.clamp_min(args.prob_floor)  # draw() renormalizes
             nxt = draw(probs)

@@ -10,6 +10,7 @@ Everything here is in nats, computed in float32 whatever the input dtype.
 
 Public functions:
     token_entropy(logits)                      [..., V] -> [...]    compiled, one fused pass, -inf safe
+    softmax_entropy(z)                         (p, p log p, H): what the EM-INF update needs
     entropy_from_hidden(hidden, weight)        [N, d] x [V, d] -> [N]   chunked, never builds [N, V]
     entropy_and_logprob_from_hidden(...)       the same, plus log p of given target tokens, one pass
     sampled_logprobs(logits, tokens)           log p of chosen tokens without a log_softmax copy
@@ -86,15 +87,34 @@ def _token_entropy(z: torch.Tensor) -> torch.Tensor:
     return (log_s - ez).squeeze(-1).clamp_min(0.0)  # rounding can give -1e-7 for one-hot rows
 
 
+@compiled
+def softmax_entropy(z: torch.Tensor):
+    """(p, p log p, H) of float32 logits z [..., V]: the softmax, its p log p terms, the entropy.
+
+    For callers that need all three (the EM-INF update: dH/dz = -(p log p + p H)). -inf logits get
+    p = 0 and p log p = xlogy(0, 0) = 0. Built in place on one fresh buffer, so that without a
+    compiler it costs two [..., V] allocations: the cheapest eager sequence for the entropy.
+    """
+    p = (z - z.amax(dim=-1, keepdim=True)).exp_()  # exp(z - max z): in (0, 1], 0 where masked
+    p.div_(p.sum(dim=-1, keepdim=True))
+    plogp = torch.xlogy(p, p)
+    # H = -sum_v p_v log p_v
+    return p, plogp, -plogp.sum(dim=-1)
+
+
 def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Shannon entropy (nats) of softmax(logits) over the last dim.
 
     logits: [..., V] float32/bf16/fp16, may contain -inf (masked by top-k/top-p).
     returns: [...] float32. Uniform logits give log V; a single finite logit gives 0; never NaN
     for a row with at least one finite logit; a fully masked row gives 0.
+    Compiled: the fused one-pass form (one read of the logits). Eager: the p log p form, which
+    needs fewer [.., V] temporaries than the one-pass form does without a compiler (~2x faster).
     """
     shape = logits.shape[:-1]
-    return _token_entropy(logits.reshape(-1, logits.shape[-1])).reshape(shape)
+    z = logits.reshape(-1, logits.shape[-1])
+    h = _token_entropy(z) if _COMPILE else softmax_entropy(z.float())[2].clamp_min(0.0).nan_to_num(0.0)
+    return h.reshape(shape)
 
 
 @compiled

@@ -228,3 +228,14 @@ def test_response_alignment_hand_built_batch():
 
 def test_masked_mean_empty_mask_is_zero():
     assert entropy.masked_mean(torch.ones(3), torch.zeros(3, dtype=torch.bool)).item() == 0.0
+
+
+def test_softmax_entropy_returns_softmax_plogp_and_entropy():
+    z = torch.randn(4, 257) * 3
+    z[1, 5:] = float("-inf")  # masked tail
+    p, plogp, h = entropy.softmax_entropy(z)
+    ref_p = torch.softmax(z.double(), -1)
+    torch.testing.assert_close(p.double(), ref_p, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(plogp.double(), torch.xlogy(ref_p, ref_p), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(h.double(), naive_masked_entropy64(z), atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(plogp).all()
