@@ -92,11 +92,10 @@ def softmax_entropy(z: torch.Tensor):
     """(p, p log p, H) of float32 logits z [..., V]: the softmax, its p log p terms, the entropy.
 
     For callers that need all three (the EM-INF update: dH/dz = -(p log p + p H)). -inf logits get
-    p = 0 and p log p = xlogy(0, 0) = 0. Built in place on one fresh buffer, so that without a
-    compiler it costs two [..., V] allocations: the cheapest eager sequence for the entropy.
+    p = 0 and p log p = xlogy(0, 0) = 0. Without a compiler this is two [..., V] passes (ATen's fused
+    softmax, then xlogy): the cheapest eager sequence for the entropy.
     """
-    p = (z - z.amax(dim=-1, keepdim=True)).exp_()  # exp(z - max z): in (0, 1], 0 where masked
-    p.div_(p.sum(dim=-1, keepdim=True))
+    p = torch.softmax(z, dim=-1)  # max-shifted inside: exp(z - max z) / sum, 0 where masked
     plogp = torch.xlogy(p, p)
     # H = -sum_v p_v log p_v
     return p, plogp, -plogp.sum(dim=-1)
