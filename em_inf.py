@@ -17,9 +17,10 @@ eval/UGPhysics/codes/min_entropy_gen.py):
     entropy `-(p * log(p + 1e-12)).sum()` has no dim, so it is only right at batch size 1. Here all
     rows of a batch are optimized at once, each with its own Adam state and its own stopping step.
  2. Closed-form gradients instead of autograd: dH/dz = -p (z - E_p[z]), dKL(p0||p)/dz = p - p0, and
-    the exact entropy logsumexp(z) - E_p[z] instead of the official `log(p + 1e-12)`; the two agree
-    except on tokens with p below ~1e-10 (test_em_inf.py bounds the difference). The update runs in
-    place as two small torch.compile'd functions (--compile, on by default on CUDA).
+    the exact entropy -sum p log p with 0 log 0 = 0 (entropy.softmax_entropy) instead of the official
+    `log(p + 1e-12)`; the two agree except on tokens with p below ~1e-10 (test_em_inf.py bounds the
+    difference). The update runs in place as small torch.compile'd functions (--compile, on by
+    default on CUDA).
  3. The model's generation_config is NOT applied. Calling `model.generate` makes the official EM-INF
     code inherit Qwen2.5-Instruct's top-k 20, top-p 0.8 and repetition penalty 1.05 (after the
     EM-INF update, in that order with the temperature) while its baselines run in vLLM without them.
