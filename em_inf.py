@@ -175,13 +175,15 @@ def setup(args):
 
 def load_model(args, device, dtype):
     """Model + left-padding tokenizer from a hub id or a local folder, one-line error if missing."""
-    if (os.path.sep in args.model or args.model.startswith(".")) and not os.path.isdir(args.model):
+    # a hub id is "org/name"; anything else that looks like a path must be an existing folder
+    looks_local = args.model.startswith((".", "/")) or args.model.count("/") > 1
+    if looks_local and not os.path.isdir(args.model):
         fail(f"model folder {args.model!r} does not exist: pass a local model folder or a hub id")
     try:
         tokenizer = AutoTokenizer.from_pretrained(args.model, padding_side="left")
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(device)
     except OSError as e:
-        fail(f"cannot load model {args.model!r} ({str(e).splitlines()[0]}): check the name, or pass a local folder")
+        fail(f"cannot load model {args.model!r}: no such local folder, and the hub said: {str(e).splitlines()[0]}")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

@@ -393,6 +393,8 @@ def test_bad_input_one_line_errors(tiny_model, mini_math, tmp_path):
     ok = ["--model", tiny_model, "--dataset", mini_math, "--limit", "1", "--max-new-tokens", "2"]
     cases = {"--delta": ok + ["--delta", "0"], "--steps": ok + ["--steps", "0"], "--batch-size": ok + ["--batch-size", "0"],
              "does not exist": ["--model", str(tmp_path / "no_model"), "--dataset", mini_math],
+             # a hub id is not mistaken for a missing folder: it goes to the hub (offline here) and fails there
+             "cannot load model 'no-org/no-such-model'": ["--model", "no-org/no-such-model", "--dataset", mini_math],
              "no_such.jsonl": ["--model", tiny_model, "--dataset", str(tmp_path / "no_such.jsonl")],
              "problem": ["--model", tiny_model, "--dataset", str(no_problem)]}
     # all at once: each costs a Python start-up and a torch import
