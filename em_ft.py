@@ -72,7 +72,7 @@ def fail(message):
 # ---- arguments: the common flags come first, in this order, with these help texts ----
 def common_args(p, *, batch_size_default, batch_size_help):
     p.add_argument("--model", default="Qwen/Qwen2.5-Math-7B", help="hub id or local folder (paper Sec. 4)")
-    p.add_argument("--dataset", default="math500", help="benchmark name or .jsonl/.json/.parquet file, see evaluate.load_problems")
+    p.add_argument("--dataset", default="math500", help="benchmark name or .jsonl/.json/.parquet file, see evaluate.load_problems (ours: math500, the paper's first benchmark; train on your own prompts file)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N problems (ours: smoke runs)")
     p.add_argument("--batch-size", type=int, default=batch_size_default, help=batch_size_help)
     p.add_argument("--max-new-tokens", type=int, default=4096, help="response length cap (paper Sec. 4: 4096; 3072 for training)")

@@ -781,7 +781,7 @@ def _fmt(v, spec):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Re-grade results files (one JSON record per problem) and "
                                                  "print one comparison row per file.")
-    parser.add_argument("files", nargs="+", help="results .jsonl files written by em_inf.py / em_ft.py / em_rl.py")
+    parser.add_argument("files", nargs="+", help="results .jsonl files, one record per problem, as em_inf.py writes them")
     args = parser.parse_args(argv)
     rows = []
     for path in args.files:
