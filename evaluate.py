@@ -38,6 +38,7 @@ Usage (re-grade result files, one row per file):
 import argparse
 import atexit
 import base64
+import contextlib
 import decimal
 import fractions
 import io
@@ -464,10 +465,8 @@ def _grader_worker_main():
 
     proto = os.fdopen(os.dup(1), "w")  # the protocol keeps the real stdout ...
     os.dup2(2, 1)  # ... and anything a library prints goes to stderr, so it cannot corrupt the protocol
-    try:  # a pathological expression gets MemoryError instead of eating the machine
+    with contextlib.suppress(ValueError, OSError):  # a pathological expression gets MemoryError, not the machine
         resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
-    except (ValueError, OSError):
-        pass
     import logging
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # its timeout warnings are expected here
@@ -664,16 +663,12 @@ def _run_sandboxed(source, stdin_text=None, timeout=10.0, memory_mb=CODE_MEMORY_
                 code = None
             finally:
                 # kill whatever is left: the group first, then stragglers that called setsid()
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
                     os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
                 proc.wait()
                 for pid in _pids_with_token(token.encode()):
-                    try:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.kill(pid, signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
         with open(out_path, errors="replace") as f:
             return code, f.read()
 
