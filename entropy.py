@@ -2,7 +2,7 @@
 
 Everything here is in nats, computed in float32 whatever the input dtype.
 
-    token entropy     H(z) = -sum_v p_v log p_v,  p = softmax(z)               (paper Eq. 1)
+    token entropy     H(z) = -sum_v p_v log p_v,  p = softmax(z)
     stable form       H(z) = logsumexp(z) - sum_v p_v z_v
     one-pass form     m = max z, s = sum exp(z - m), u = sum exp(z - m) (z - m):  H = log s - u / s
     gradient          dH/dz_v = -p_v (z_v - E_p[z])   (= -p_v (log p_v + H))
@@ -17,6 +17,8 @@ Public functions:
     next_token_targets(input_ids, resp_mask)   the shift-by-one alignment, in one place
     response_entropy_logprob(...)              per-token H and log p over response tokens only
     masked_mean(values, mask)                  mean over the True entries
+    default_chunk_size(V, device)              rows per chunk for the *_from_hidden functions
+    set_compile(enabled), compiled(fn)         the torch.compile switch and decorator (eager fallback)
 """
 import os
 import warnings
