@@ -712,6 +712,7 @@ def main(argv=None):
     prompts = training_prompts(problems, tokenizer, args, rank)
     metrics = open_metrics(args, start, rank)
 
+    interrupted = False
     with graceful_stop() as signal_flag:
         bar = tqdm(range(start + 1, args.steps + 1), initial=start, total=args.steps, disable=rank != 0, desc=os.path.basename(__file__)[:-3])
         for step in bar:
@@ -736,14 +737,22 @@ def main(argv=None):
             if step % args.save_every == 0 or step == args.steps or interrupted:
                 save_checkpoint(model, optimizer, tokenizer, step, args, device, rank, world)
             if interrupted:
-                if rank == 0:
-                    print(f"interrupted: saved step {step} to {args.out}; rerun the same command to resume", file=sys.stderr, flush=True)
-                sys.exit(130)
+                break
     if rank == 0:
         metrics.close()
-        print(f"done: {args.steps} steps, model in {args.out}", flush=True)
+        if interrupted:
+            print(f"interrupted: saved step {step} to {args.out}; rerun the same command to resume", file=sys.stderr, flush=True)
+        else:
+            print(f"done: {args.steps} steps, model in {args.out}", flush=True)
     if world > 1:
+        # Wait for every rank before tearing down: gloo's worker threads release the tensors of
+        # the last collective (the checkpoint's all-gather) after it completes, and a rank that
+        # exits at once can abort in interpreter shutdown ("terminate called without an active
+        # exception") while a worker still waits for the GIL to free them.
+        dist.barrier()
         dist.destroy_process_group()
+    if interrupted:
+        sys.exit(130)
 
 
 if __name__ == "__main__":

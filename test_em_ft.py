@@ -351,6 +351,7 @@ def fsdp_worker(model_dir, ref_dir, out):
     if world > 1:
         if rank == 0:
             torch.save(result, out)
+        dist.barrier()  # as at the end of em_ft.main: no rank exits straight after a collective
         dist.destroy_process_group()
     return result
 

@@ -371,7 +371,7 @@ def test_torchrun_two_processes_shard_and_merge(tiny_model, mini_math, tmp_path,
     common = ["--model", tiny_model, "--dataset", mini_math, "--limit", "5", "--max-new-tokens", "5", "--mode", "greedy"]
     out2 = tmp_path / "two.jsonl"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           os.path.join(HERE, "em_inf.py"), *common, "--batch-size", "2", "--out", str(out2)],
                          capture_output=True, text=True, env=env, cwd=HERE, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -357,4 +357,5 @@ if __name__ == "__main__":  # the 2-process half of test_fsdp2_update_equals_the
     d, s = one_update(sys.argv[1], dist.get_world_size(), dist.get_rank())
     if dist.get_rank() == 0:
         torch.save({"delta": d, "stats": s}, sys.argv[2])
+    dist.barrier()  # as at the end of em_rl.main: no rank exits straight after a collective
     dist.destroy_process_group()
