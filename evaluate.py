@@ -194,12 +194,13 @@ def _load_hub(name, split, limit):
     except Exception as e:  # offline, hub down, renamed: one line, never a traceback
         raise InputError(f"cannot download {spec['hub']}: no network? pass a local file "
                          f"({type(e).__name__})") from None
-    return _map_rows(spec, ds, limit, spec["hub"])
+    return _map_rows(spec, ds, ds.column_names, limit, spec["hub"])
 
 
-def _map_rows(spec, ds, limit, source):
-    """Apply a field map to the first `limit` rows; a row that does not fit is a one-line InputError."""
-    rows = ds if limit is None else ds.select(range(min(limit, len(ds))))
+def _map_rows(spec, rows, fields, limit, source):
+    """Apply a field map to the first `limit` rows (dicts); a row that does not fit is a one-line InputError."""
+    if limit is not None:  # a hub Dataset selects, a list of records slices
+        rows = rows.select(range(min(limit, len(rows)))) if hasattr(rows, "select") else rows[:limit]
     out = []
     try:
         for i, row in enumerate(rows):
@@ -209,8 +210,36 @@ def _map_rows(spec, ds, limit, source):
             out.append(rec)
     except (KeyError, TypeError, ValueError, pickle.UnpicklingError, zlib.error) as e:  # e.g. the hub copy changed
         raise InputError(f"{source}: row {i}: unexpected layout ({type(e).__name__}: {e}); it has: "
-                         f"{', '.join(ds.column_names)}") from None
+                         f"{', '.join(fields)}") from None
     return out
+
+
+def _read_json_records(path):
+    """Records of a .jsonl (one JSON object per line) or .json (a list of objects, or JSON lines) file.
+
+    Read with the json module, not `datasets`, so that a broken line is named by its number (and no library
+    log line is printed before the error)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    if path.lower().endswith(".json") and text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}: not valid JSON (line {e.lineno}: {e.msg}): fix the file") from None
+    else:
+        records = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg}): fix or delete that line, "
+                                     f"one JSON object per line") from None
+    bad = next((i for i, r in enumerate(records) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise InputError(f"{path}: record {bad + 1} is a {type(records[bad]).__name__}, not a JSON object "
+                         f"like {{\"problem\": ..., \"answer\": ...}}")
+    return records
 
 
 def _load_local(path, limit, require_answer):
@@ -219,14 +248,19 @@ def _load_local(path, limit, require_answer):
     builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(os.path.splitext(path)[1].lower())
     if builder is None:
         raise InputError(f"{path}: unsupported file type (use .jsonl, .json or .parquet)")
-    try:
-        ds = _datasets().load_dataset(builder, data_files=os.path.abspath(path), split="train")
-    except Exception as e:
-        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise InputError(f"{path}: cannot read it: {msg}") from None
-    if len(ds) == 0:
-        raise InputError(f"{path}: no records")
-    fields = list(ds.column_names)
+    if builder == "json":
+        rows = _read_json_records(path)
+        fields = list(dict.fromkeys(k for r in rows for k in r))  # every field any record has, in order
+    else:
+        try:
+            rows = _datasets().load_dataset(builder, data_files=os.path.abspath(path), split="train")
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise InputError(f"{path}: cannot read it: {msg}") from None
+        fields = list(rows.column_names)
+    if len(rows) == 0:
+        raise InputError(f"{path}: the file holds no records: one JSON object per line, e.g. "
+                         f'{{"problem": "What is 2 + 3?", "answer": "5"}}')
     if "question_content" in fields and "public_test_cases" in fields:  # a LiveCodeBench dump
         spec = dict(BENCHMARKS["livecodebench"])
     else:
@@ -238,7 +272,7 @@ def _load_local(path, limit, require_answer):
                              f"({'/'.join(ANSWER_FIELDS)}) or tests; it has: {', '.join(fields) or 'none'}")
         spec = dict(id=next((f for f in ("id", "unique_id", "question_id") if f in fields), None),
                     problem=problem, answer=answer)
-    return _map_rows(spec, ds, limit, path)
+    return _map_rows(spec, rows, fields, limit, path)
 
 
 def load_problems(name_or_path, split=None, limit=None, require_answer=True):
