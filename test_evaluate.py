@@ -1,6 +1,7 @@
 """Tests for evaluate.py: answer extraction, math equivalence (cases from the issue, and cases modelled on
-the math-verify and Qwen2.5-Math grader test suites), the watchdog, the code sandbox, pass@k against a
-brute-force count, dataset field maps on local stand-ins for each hub dataset, prompts, and the CLI."""
+the math-verify and Qwen2.5-Math grader test suites), exact numbers, the watchdog, the code sandbox (its attack
+set is test_sandbox.py), pass@k against a brute-force count, dataset field maps on local stand-ins for each
+hub dataset, prompts, and the CLI."""
 import base64
 import itertools
 import json
@@ -217,21 +218,13 @@ def test_missing_math_verify_is_loud(monkeypatch):
 # code sandbox
 
 
-def _state(pid):
-    """'gone', 'zombie' (dead, not yet reaped by a reaper-less PID 1) or 'alive'."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return "zombie" if f.read().rsplit(")", 1)[1].split()[0] in "ZX" else "alive"
-    except FileNotFoundError:
-        return "gone"
-
-
 def test_run_code_asserts():
     assert run_code("def add(a, b):\n    return a + b", "assert add(2, 3) == 5") is True
     assert run_code("def add(a, b):\n    return a - b", "assert add(2, 3) == 5") is False
     assert run_code("def add(a, b) return", "assert True") is False  # syntax error
     assert run_code("import sys; sys.exit(3)", "") is False
-    assert run_code("raise SystemExit(0)", "") is True
+    assert run_code("raise SystemExit(0)", "") is False  # exiting before the tests ran is a fail (test_sandbox.py)
+    assert run_code("x = 1", "assert x == 1") is True
 
 
 def test_run_code_stdin_stdout():
@@ -254,21 +247,6 @@ def test_huge_allocation_is_contained():
     assert run_code("x = bytearray(16 << 30)\nprint(len(x))", "", timeout=5.0) is False
     assert run_code("x = [0] * (4 << 30)", "", timeout=5.0) is False
     assert time.monotonic() - t < 10.0
-
-
-def test_children_are_killed_even_outside_the_group():
-    spawn = ("import subprocess, sys\n"
-             "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], {kw})\n"
-             "print(p.pid, flush=True)\n")
-    # 1) the program loops after spawning: timeout, the whole process group is killed
-    rc, out = evaluate._run_sandboxed(spawn.format(kw="") + "while True:\n    pass\n", timeout=1.0)
-    assert rc is None
-    # 2) the child escapes the group with setsid and the program exits cleanly
-    rc2, out2 = evaluate._run_sandboxed(spawn.format(kw="start_new_session=True"), timeout=5.0)
-    assert rc2 == 0
-    time.sleep(0.2)
-    for pid in (int(out.split()[0]), int(out2.split()[0])):
-        assert _state(pid) in ("gone", "zombie")
 
 
 def test_file_writes_are_contained(tmp_path, monkeypatch):
