@@ -17,7 +17,7 @@ eval/UGPhysics/codes/min_entropy_gen.py):
     entropy `-(p * log(p + 1e-12)).sum()` has no dim, so it is only right at batch size 1. Here all
     rows of a batch are optimized at once, each with its own Adam state and its own stopping step.
  2. Closed-form gradients instead of autograd: dH/dz = -p (z - E_p[z]), dKL(p0||p)/dz = p - p0, and
-    the exact entropy -sum p log p with 0 log 0 = 0 (entropy.softmax_entropy) instead of the official
+    the exact entropy -sum p log p with 0 log 0 = 0 (softmax_terms) instead of the official
     `log(p + 1e-12)`; the two agree except on tokens with p below ~1e-10 (test_em_inf.py bounds the
     difference). The update runs in place as small torch.compile'd functions (--compile, on by
     default on CUDA).
@@ -55,9 +55,10 @@ import time
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from transformers import LogitsProcessor
+from transformers import DynamicLayer, LogitsProcessor
 
 import entropy
 import evaluate
@@ -86,6 +87,9 @@ def common_args(p, *, batch_size_default, batch_size_help):
 # EM-INF hyperparameters of the official EM-INF/em_inf_eval.sh; the flags and EMInfLogitsProcessor use them
 DELTA, LR, STEPS, KL_WEIGHT, TEMPERATURE = 0.3, 0.1, 3, 0.05, 0.1
 MODES = ["em_inf", "greedy", "sample", "adaptive_temp", "self_consistency"]
+# continuous batching: finished rows leave the batch (and the next prompts come in) once this fraction of
+# the batch has finished; each time costs one copy of the KV cache (measured in bench/bench_em_inf.py)
+DROP_AT = 0.125
 
 
 def parse_args(argv=None):
@@ -125,6 +129,10 @@ def parse_args(argv=None):
                         "official EM-INF code leaks 1.05)")
     p.add_argument("--prob-floor", type=float, default=0.0,
                    help="clamp sampling probabilities to at least this, 0 = off (ours: off; official EM-INF sampler: 1e-9)")
+    p.add_argument("--batching", default="continuous", choices=["continuous", "static"],
+                   help="continuous: a finished response leaves the batch and the next problem takes its row "
+                        "(ours: no decode step is spent on finished rows; bench/bench_em_inf.py); static: batches of "
+                        "--batch-size problems, each decoded until its longest response ends (as em_ft.py / em_rl.py)")
     p.add_argument("--out", default=None,
                    help="results JSONL, appended per problem, resumed on rerun (ours: results/<model>_<dataset>_<mode>.jsonl)")
     args = p.parse_args(argv)
@@ -199,47 +207,130 @@ def stop_token_ids(model, tokenizer):
     return sorted(i for i in ids if i is not None)
 
 
-# ---- sampling: our own batched KV-cache decode loop ----
+# ---- sampling: our own batched KV-cache decode loop, finished rows leave the batch ----
 @torch.no_grad()
-def sample(model, tokenizer, prompts, max_new_tokens, pick_next, stop_ids):
-    """Decode a batch of prompt strings with the KV cache; static batch, finished rows masked.
+def sample(model, tokenizer, prompts, max_new_tokens, pick_next, stop_ids, batch_size, drop_at=1, refill=True, work=None):
+    """Decode prompt strings with the KV cache, batch_size rows at a time; yield each row when it finishes.
 
-    pick_next(logits [B, V] float32, step) -> (next tokens [B] long, stats dict of [B] tensors)
-    is the only per-method part: temperature sampling, greedy or the EM-INF update.
-    Returns prompt_ids [B, P] (left padded), response ids [B, R] (pad after the stop token),
-    response_mask [B, R] (1 on generated tokens, stop token included), per-step stats [B, R] each.
-    With torch.distributed initialized, every rank keeps stepping until all ranks are done, so
-    collective ops inside the forward (FSDP2 all-gathers) stay in lock-step.
+    pick_next(logits [b, V] float32, rows [b] long: each row's index in prompts) -> (next tokens [b] long,
+    stats dict of [b] tensors) is the only per-method part: temperature sampling, greedy or the EM-INF update.
+    Yields (index in prompts, response ids [n] long, {stat: [n] float32}) as rows finish, on the CPU;
+    the response includes the stop token (or ends at max_new_tokens).
+    Rows that finished keep being computed (their tokens thrown away) until drop_at of them have
+    finished (or all rows have): then they leave the batch and the KV cache, which costs one copy of
+    the cache. With refill, the next prompts take the freed rows at that moment (continuous batching);
+    without, new prompts start only when the whole batch is done: all rows of a batch start together,
+    as a training rollout needs (that drop-only loop is this one with refill=False; drop_at=batch_size
+    gives static batches). work["row_steps"] counts the rows of every decode step, to measure occupancy.
     """
     device = next(model.parameters()).device
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-    ids, attn = enc.input_ids, enc.attention_mask
-    pos = (attn.cumsum(-1) - 1).clamp_min(0)  # left padding: positions count real tokens only
-    stop = torch.tensor(stop_ids, device=device)
-    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
-    out, stats = [], {}
-    cache, step_ids, step_pos = None, ids, pos
-    for step in range(max_new_tokens):
-        res = model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos, cache=cache,
+    stop = torch.tensor(stop_ids, dtype=torch.long, device=device)
+    # per row of the batch: its prompt index, tokens generated so far, next input token and position
+    rows = torch.zeros(0, dtype=torch.long, device=device)
+    lengths, step_ids, step_pos = rows.clone(), rows.clone(), rows.clone()
+    finished = torch.zeros(0, dtype=torch.bool, device=device)
+    tokens = torch.zeros(0, max_new_tokens, dtype=torch.long, device=device)  # [b, R] response ids
+    stats = {}  # name -> [b, R] per-token statistics
+    cache, attn = None, torch.zeros(0, 0, dtype=torch.long, device=device)  # attn [b, L]: 1 on cached real tokens
+    started = 0  # prompts[:started] have entered the batch
+    while True:
+        # 1. finished rows leave the batch and the cache, once there are enough of them to pay for the copy
+        n_finished = int(finished.sum())  # a host sync, like the stop check of any decode loop
+        if n_finished and n_finished >= min(drop_at, len(rows)):
+            keep = (~finished).nonzero().squeeze(1)
+            rows, lengths, step_ids, step_pos, finished, tokens, attn = (
+                x[keep] for x in (rows, lengths, step_ids, step_pos, finished, tokens, attn))
+            stats = {k: v[keep] for k, v in stats.items()}
+            cache = _trim(cache, attn, keep) if len(keep) else None
+            attn = attn[:, attn.shape[1] - (0 if cache is None else cache.get_seq_length()):]
+        # 2. new prompts take the free rows: continuously (refill), or when the whole batch is done
+        new = min(batch_size - len(rows), len(prompts) - started) if refill or len(rows) == 0 else 0
+        if new > 0:
+            new_cache, new_attn, new_ids, new_pos = _prefill(model, tokenizer, prompts[started:started + new], device)
+            cache, attn = _merge(cache, attn, new_cache, new_attn)
+            rows = torch.cat([rows, torch.arange(started, started + new, device=device)])
+            lengths = torch.cat([lengths, torch.zeros_like(new_ids)])
+            finished = torch.cat([finished, torch.zeros_like(new_ids, dtype=torch.bool)])
+            step_ids, step_pos = torch.cat([step_ids, new_ids]), torch.cat([step_pos, new_pos])
+            tokens = torch.cat([tokens, tokens.new_zeros(new, max_new_tokens)])
+            stats = {k: torch.cat([v, v.new_zeros(new, max_new_tokens)]) for k, v in stats.items()}
+            started += new
+        if len(rows) == 0:
+            return
+        # 3. one decode step for every row: the new token attends to the cache and to itself
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], -1)
+        res = model(input_ids=step_ids[:, None], attention_mask=attn, position_ids=step_pos[:, None], cache=cache,
                     use_cache=True, logits_to_keep=1)
         cache = res.cache
-        nxt, st = pick_next(res.logits[:, -1].float(), step)
-        nxt = torch.where(done, tokenizer.pad_token_id, nxt)  # finished rows emit padding
+        nxt, st = pick_next(res.logits[:, -1].float(), rows)
+        if work is not None:
+            work["row_steps"] = work.get("row_steps", 0) + len(rows)
+        # write each row's token at its own position (a finished row writes past its end: never read)
+        at = (torch.arange(len(rows), device=device), lengths.clamp_max(max_new_tokens - 1))
+        tokens[at] = nxt
         for k, v in st.items():
-            stats.setdefault(k, []).append(torch.where(done, torch.zeros_like(v), v))
-        out.append(torch.stack([nxt, (~done).long()], -1))
-        done |= torch.isin(nxt, stop)
-        all_done = done.all()
-        if dist.is_initialized():
-            flag = all_done.float()
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            all_done = flag.bool()
-        if all_done:
-            break
-        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], -1)
-        step_ids, step_pos = nxt[:, None], step_pos[:, -1:] + 1
-    out = torch.stack(out, 1)  # [B, R, 2]
-    return ids, out[..., 0], out[..., 1], {k: torch.stack(v, 1) for k, v in stats.items()}
+            stats.setdefault(k, torch.zeros(len(rows), max_new_tokens, device=device))[at] = v.float()
+        lengths += ~finished
+        done_now = ~finished & (torch.isin(nxt, stop) | (lengths >= max_new_tokens))
+        finished |= done_now
+        for i in done_now.nonzero().squeeze(1).tolist():
+            n = int(lengths[i])
+            yield int(rows[i]), tokens[i, :n].cpu(), {k: v[i, :n].cpu() for k, v in stats.items()}
+        step_ids, step_pos = nxt, step_pos + 1
+
+
+def _prefill(model, tokenizer, texts, device):
+    """Put the prompts in a new KV cache, all but their last token, which is each row's first decode input.
+
+    returns (cache or None, attention mask [n, P - 1] of the cached tokens, last token [n], its position [n]).
+    Left padding puts every prompt's last token in the last column; positions count real tokens only.
+    """
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    ids, attn = enc.input_ids, enc.attention_mask
+    pos = (attn.cumsum(-1) - 1).clamp_min(0)
+    cache = None
+    if ids.shape[1] > 1:
+        cache = model(input_ids=ids[:, :-1], attention_mask=attn[:, :-1], position_ids=pos[:, :-1], use_cache=True,
+                      logits_to_keep=1).cache
+    return cache, attn[:, :-1], ids[:, -1], pos[:, -1]
+
+
+def _cache_layers(cache):
+    """The DynamicLayer list of a DynamicCache; other layer kinds (sliding windows) cannot be re-padded."""
+    if any(type(layer) is not DynamicLayer for layer in cache.layers):
+        fail(f"continuous batching needs full-attention cache layers, this model has "
+             f"{sorted({type(layer).__name__ for layer in cache.layers})}: pass --batching static")
+    return cache.layers
+
+
+def _trim(cache, attn, keep):
+    """Keep only the batch rows `keep` of the cache, then drop leading columns that are padding in every row.
+
+    attn [b, L] is the mask of the rows kept; the caller cuts it to the cache's new length."""
+    cache.batch_select_indices(keep)
+    first = int(attn.any(0).int().argmax())  # the first column holding a real token of some row
+    if first > 0:
+        for layer in _cache_layers(cache):
+            layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+    return cache
+
+
+def _merge(cache, attn, new_cache, new_attn):
+    """Stack the rows of two left-padded KV caches: the shorter one is padded on the left to the other's length.
+
+    Padding columns hold zeros and are masked out by attn (0), like the tokenizer's own left padding."""
+    if len(attn) == 0:  # the batch was empty
+        return new_cache, new_attn
+    length = max(attn.shape[1], new_attn.shape[1])
+    old_layers = _cache_layers(cache)
+    new_layers = _cache_layers(new_cache) if new_cache is not None else [None] * len(old_layers)
+    for old, new in zip(old_layers, new_layers):
+        for name in ("keys", "values"):
+            a = getattr(old, name)  # [b, heads, L, head_dim]
+            b = getattr(new, name) if new is not None else a.new_zeros(len(new_attn), a.shape[1], 0, a.shape[3])
+            setattr(old, name, torch.cat([F.pad(a, (0, 0, length - a.shape[2], 0)), F.pad(b, (0, 0, length - b.shape[2], 0))]))
+    attn = torch.cat([F.pad(attn, (length - attn.shape[1], 0)), F.pad(new_attn, (length - new_attn.shape[1], 0))])
+    return cache, attn
 
 
 # ---- the method: EM-INF logit optimization (paper Sec. 3.3, Eq. 5) ----
@@ -247,29 +338,51 @@ def sample(model, tokenizer, prompts, max_new_tokens, pick_next, stop_ids):
 BETA1, BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
 
 
-@entropy.compiled
-def _adam_step(z, exp_avg, exp_avg_sq, p, plogp, h, kl_p0, rate, c):
+def softmax_terms(z):
+    """(p, p log p, H) of float32 logits z [B, V], from log_softmax: the fewest, cheapest eager passes.
+
+    Used by the EM-INF update (dH/dz needs p and p log p) and by the sampler (the entropy of what it
+    samples). log p = z - logsumexp(z) costs no log() per token, so this is ~2x faster on a CPU than
+    softmax + xlogy (1.2 vs 2.4 ms on [20, 49152], one thread). -inf logits: log p is clamped to the
+    lowest float32, so p = 0 and p log p = 0 * (-3.4e38) = 0 instead of 0 * -inf = NaN.
+    """
+    log_p = torch.log_softmax(z, dim=-1).clamp_min_(torch.finfo(torch.float32).min)
+    p = log_p.exp()
+    plogp = log_p.mul_(p)  # reuses log_p's memory
+    # H = -sum_v p_v log p_v
+    return p, plogp, -plogp.sum(dim=-1)
+
+
+def _adam_step(z, exp_avg, exp_avg_sq, p, plogp, h, kl_p0, rate, c, first):
     """One Adam step, in place on z, exp_avg, exp_avg_sq [B, V], on L(z) = H(p) + w KL(p0 || p).
 
-    p, plogp, h: entropy.softmax_entropy(z); kl_p0 = w p0 [B, V]; rate [B, 1] = the step size lr / (1 - beta1^t)
-    for rows still optimizing and 0 for rows that stopped (they never restart, so their Adam state may
-    drift: z is all that is kept); c: [3] float32 (lr / (1 - beta1^t), sqrt(1 - beta2^t), w). Changing
-    values travel as tensors, so new lr, t or w never recompile. In place, so that an eager (CPU)
-    iteration allocates 3 [B, V] buffers instead of ~20: these element-wise passes are memory bound.
+    p, plogp, h: softmax_terms(z); kl_p0 = w p0 [B, V]; rate [B, 1] = 1 for rows still optimizing and 0
+    for rows that stopped (they never restart, so their Adam state may drift: z is all that is kept);
+    c: [3] float32 (lr / (1 - beta1^t), sqrt(1 - beta2^t), w); first: t == 1, where the state is zero.
+    Changing values travel as tensors, so new lr, t or w never recompile. In place and with the fewest
+    passes over [B, V] (each is a memory-bound loop on a CPU, a kernel launch on a GPU): 8 per step.
+    Stays eager everywhere: compiled, the whole update was 4x slower on an H100 (README, bench/).
     """
-    bias_correction2_sqrt, kl_weight = c[1], c[2]
+    step_size, bias_correction2_sqrt, kl_weight = c[0], c[1], c[2]
     # dH/dz = -p (log p + H),  dKL(p0 || p)/dz = p - p0,  so  -grad = p log p + p (H - w) + w p0
     neg_grad = plogp.addcmul_(p, (h - kl_weight).unsqueeze(-1)).add_(kl_p0)  # reuses plogp's memory
-    # m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2
-    exp_avg.mul_(BETA1).add_(neg_grad, alpha=-(1 - BETA1))
-    exp_avg_sq.mul_(BETA2).addcmul_(neg_grad, neg_grad, value=1 - BETA2)
-    # z <- z - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps);  masked tokens: m = 0, z stays -inf
-    z.sub_(exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(ADAM_EPS).reciprocal_().mul_(exp_avg).mul_(rate))
+    # m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2   (from m = v = 0 at the first step;
+    # exp_avg holds -m, the moment of -grad)
+    if first:
+        torch.mul(neg_grad, 1 - BETA1, out=exp_avg)
+        torch.mul(neg_grad, neg_grad, out=exp_avg_sq).mul_(1 - BETA2)
+    else:
+        exp_avg.lerp_(neg_grad, 1 - BETA1)
+        exp_avg_sq.mul_(BETA2).addcmul_(neg_grad, neg_grad, value=1 - BETA2)
+    # z <- z - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+    #    = z - m / ((sqrt(v) + eps sqrt(1 - b2^t)) / (sqrt(1 - b2^t) lr / (1 - b1^t) rate))
+    # a stopped row (rate 0) divides m by inf: no move; masked tokens: m = 0, z stays -inf
+    denom = exp_avg_sq.sqrt().add_(ADAM_EPS * bias_correction2_sqrt).div_(rate * (bias_correction2_sqrt * step_size))
+    z.addcdiv_(exp_avg, denom)  # z + (-m) / denom
 
 
 _ADAM_CONSTANTS = {}
-SKIP_WHEN_DONE = ("cpu",)  # devices where minimize_entropy stops early once no row is active (see there)
-CPU_CHUNK = 1 << 19  # logits per row chunk on a CPU (2 MB per float32 array: the update's arrays stay in cache)
+SKIP_WHEN_DONE = ("cpu",)  # devices where minimize_entropy leaves out rows that need no step (see there)
 
 
 def _adam_constants(lr, steps, kl_weight, device):
@@ -294,38 +407,47 @@ def minimize_entropy(logits, delta, lr, steps, kl_weight, return_stats=False):
     returns: the optimized float32 logits [B, V] (-inf stays -inf); with return_stats=True also the
     Adam steps each row took ([B] long, 0 for rows that start below delta) and H(softmax(logits)) [B].
     """
-    # On a CPU, a few rows at a time: the six [rows, V] arrays of the update then stay in cache through
-    # all the steps (2-3x faster than streaming [16, 152064] arrays through memory). A GPU takes all rows.
-    rows = max(1, CPU_CHUNK // logits.shape[-1]) if logits.device.type == "cpu" else logits.shape[0]
-    # float32 copies, updated in place below; the caller's logits stay as they are
-    parts = [_minimize_rows(chunk.to(torch.float32, copy=True), delta, lr, steps, kl_weight) for chunk in logits.split(rows)]
-    z, taken, h0 = parts[0] if len(parts) == 1 else (torch.cat(x) for x in zip(*parts))
+    z = logits.to(torch.float32, copy=True)  # updated in place below; the caller's logits stay as they are
+    p, plogp, h0 = softmax_terms(z)  # h0: the model's own entropy, also the `entropy` statistic
+    taken = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+    # A row already below delta takes no step (official: it breaks before the first one), so on a CPU
+    # it is left out of the update altogether: with a confident model most rows are. Choosing the rows
+    # needs their number on the host: free on a CPU, but on a GPU a sync that makes the CPU wait
+    # instead of queueing the update behind the forward pass. There every row runs every step, the
+    # stopped ones frozen (same result; H100, [16, 152064], 5 steps: ~0.4 ms of GPU time).
+    if z.device.type in SKIP_WHEN_DONE:
+        rows = (h0 >= delta).nonzero().squeeze(1)  # [b] the rows that take at least one step
+        if len(rows) == 0:
+            return (z, taken, h0) if return_stats else z
+        if len(rows) < z.shape[0]:
+            z_rows, taken_rows = _minimize_rows(z[rows], p[rows], plogp[rows], h0[rows], delta, lr, steps, kl_weight)
+            z[rows], taken[rows] = z_rows, taken_rows
+            return (z, taken, h0) if return_stats else z
+    z, taken = _minimize_rows(z, p, plogp, h0.clone(), delta, lr, steps, kl_weight)
     return (z, taken, h0) if return_stats else z
 
 
-def _minimize_rows(z, delta, lr, steps, kl_weight):
-    """minimize_entropy on float32 z [b, V], in place; returns (z, steps taken [b], H(z before) [b])."""
+def _minimize_rows(z, p, plogp, h, delta, lr, steps, kl_weight):
+    """minimize_entropy on float32 z [b, V] in place, given softmax_terms(z); returns (z, steps taken [b]).
+
+    p and plogp are overwritten (their memory is reused)."""
     consts = _adam_constants(lr, steps, kl_weight, z.device)
-    p, plogp, h = entropy.softmax_entropy(z)
-    h0, kl_p0 = h, p * consts[0, 2]  # the model's entropy, and w p0: the KL anchor, fixed for this token
-    exp_avg, exp_avg_sq = torch.zeros_like(z), torch.zeros_like(z)  # fresh Adam state per token
+    kl_p0 = p * consts[0, 2]  # w p0: the KL anchor, fixed for this token
+    exp_avg, exp_avg_sq = torch.empty_like(z), torch.empty_like(z)  # fresh Adam state, written at step 1
     active = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
     taken = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
-    # Skipping the remaining steps once every row has stopped needs active.any() on the host: free on the
-    # CPU, but on a GPU a sync that makes the CPU wait instead of queueing work behind the forward pass.
-    # There all steps run (stopped rows frozen, same result): H100, [16, 152064], 5 steps: ~0.4 ms GPU time.
-    can_skip = z.device.type in SKIP_WHEN_DONE
+    can_skip = z.device.type in SKIP_WHEN_DONE  # stop once no row is active (a host sync: CPU only)
     for t in range(steps):
         if t > 0:
-            p, plogp, h = entropy.softmax_entropy(z)
+            p, plogp, h = softmax_terms(z)
         # a row whose entropy fell below delta stops for good (official: `if entropy < threshold: break`)
         active = active & (h >= delta)
-        if can_skip and not active.any():  # every row is confident enough
+        if can_skip and t > 0 and not active.any():  # every row is confident enough
             break
         # every active row has taken t steps so far, so one bias correction serves the whole batch
-        _adam_step(z, exp_avg, exp_avg_sq, p, plogp, h, kl_p0, (consts[t, 0] * active).unsqueeze(-1), consts[t])
+        _adam_step(z, exp_avg, exp_avg_sq, p, plogp, h, kl_p0, active.unsqueeze(-1).float(), consts[t], t == 0)
         taken += active
-    return z, taken, h0
+    return z, taken
 
 
 def adaptive_temperature(logits, delta, alpha, t_min=0.01, t_max=1.0, max_iter=100, tol=0.1):
@@ -415,36 +537,34 @@ def draw(probs):
 
 
 def make_pick_next(args, seen=None):
-    """The per-step token choice of --mode, for sample(): (logits [B, V] float32, step) -> (tokens, stats).
+    """The per-step token choice of --mode, for sample(): (logits [b, V] float32, rows [b]) -> (tokens, stats).
 
-    seen: [B, V] bool tokens already in each sequence (prompt included), only with --repetition-penalty.
-    Order as in the official EM-INF sampler: EM-INF update, repetition penalty, temperature, top-k,
-    top-p, probability floor. stats per row: entropy (of the model's distribution), sampled_entropy
-    (of the distribution actually sampled from) and em_steps (EM-INF only).
+    seen: [N, V] bool tokens already in each of sample()'s N sequences (prompt included), indexed by
+    rows, only with --repetition-penalty. Order as in the official EM-INF sampler: EM-INF update,
+    repetition penalty, temperature, top-k, top-p, probability floor. stats per row: entropy (of the
+    model's distribution), sampled_entropy (of the distribution actually sampled from) and em_steps
+    (EM-INF only).
     """
-    rows = None
 
-    def pick_next(z0, step):
-        nonlocal rows
+    def pick_next(z0, rows):
         if args.mode == "em_inf":
             z, taken, h0 = minimize_entropy(z0, args.delta, args.lr, args.steps, args.kl_weight, return_stats=True)
-            stats = {"entropy": h0, "em_steps": taken.float()}
+            stats = {"entropy": h0, "em_steps": taken}
         else:
             z, stats = z0, {"entropy": entropy.token_entropy(z0)}
         if seen is not None:
-            z = repetition_penalty(z, seen, args.repetition_penalty)
+            z = repetition_penalty(z, seen[rows], args.repetition_penalty)
         if args.mode == "greedy":
             nxt = z.argmax(dim=-1)
         else:
             z = adaptive_temperature(z, args.delta, args.alpha) if args.mode == "adaptive_temp" else z / args.temperature
             z = top_k_top_p(z, args.top_k, args.top_p)
             # the distribution we sample from, and its entropy (before the floor); masked tokens get p = 0
-            probs, _, stats["sampled_entropy"] = entropy.softmax_entropy(z)
+            probs, _, stats["sampled_entropy"] = softmax_terms(z)
             if args.prob_floor > 0:
                 probs = probs.clamp_min(args.prob_floor)  # draw() renormalizes
             nxt = draw(probs)
         if seen is not None:
-            rows = torch.arange(z.shape[0], device=z.device) if rows is None else rows
             seen[rows, nxt] = True
         return nxt, stats
 
@@ -469,41 +589,55 @@ def majority_vote(responses):
 
 
 @torch.no_grad()
-def solve_batch(model, tokenizer, records, args, stop_ids):
-    """Decode and grade one batch of problems; returns (result rows, generated tokens, decode seconds)."""
+def solve(model, tokenizer, records, args, stop_ids, work):
+    """Decode and grade problems; yields one result row per problem, as soon as all its samples are done.
+
+    work: dict that collects "tokens" generated, decode "seconds" (grading excluded) and "row_steps" (see sample).
+    """
     k = args.n if args.mode == "self_consistency" else 1
     prompts = [evaluate.build_prompt(tokenizer, r) for r in records for _ in range(k)]  # problem-major
     seen = None
     if args.repetition_penalty != 1.0:
-        # the prompt counts as "already generated", as in HF generate (padding does not)
+        # the prompt counts as "already generated", as in HF generate (padding does not); [N, V] bool
         enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         seen = torch.zeros(len(prompts), model.config.vocab_size, dtype=torch.bool, device=model.device)
         real = torch.where(enc.attention_mask.bool(), enc.input_ids, enc.input_ids[:, -1:])  # pads -> a real token
         seen.scatter_(1, real, True)
+    rows = args.batch_size * k
+    # continuous: a finished row leaves, and the next prompt takes its place, once DROP_AT of the rows have
+    # finished; static: batches of --batch-size problems, each decoded until its longest response ends
+    drop_at, refill = (max(1, round(DROP_AT * rows)), True) if args.batching == "continuous" else (rows, False)
+    decoding = sample(model, tokenizer, prompts, args.max_new_tokens, make_pick_next(args, seen), stop_ids, rows,
+                      drop_at=drop_at, refill=refill, work=work)
+    samples = {}  # problem index -> {sample index: (text, tokens, per-token stat sums)}
     t0 = time.perf_counter()
-    _, resp, mask, stats = sample(model, tokenizer, prompts, args.max_new_tokens, make_pick_next(args, seen), stop_ids)
-    lengths = mask.sum(1).cpu()  # [B*k]; .cpu() waits for the GPU, so the time below is the decode time
-    seconds = time.perf_counter() - t0
-    # per-sequence sums of each stat over its response tokens (stats are 0 after the stop token)
-    sums = {name: v.sum(1).cpu() for name, v in stats.items()}
-    resp = resp.cpu()
-    texts = [tokenizer.decode(resp[i, :lengths[i]], skip_special_tokens=True) for i in range(len(prompts))]
-    rows = []
-    for p, rec in enumerate(records):
-        idx = list(range(p * k, (p + 1) * k))
-        tokens = int(lengths[idx].sum())
-        best = idx[majority_vote([texts[i] for i in idx])] if k > 1 else idx[0]
-        row = {"id": rec["id"], "problem": rec["problem"], "gold": rec.get("answer", ""), "response": texts[best],
-               "correct": bool(evaluate.grade(rec, texts[best])), "tokens": tokens, "mode": args.mode}
-        # token-weighted means over all samples of this problem
-        row.update({name: float(s[idx].sum()) / max(tokens, 1) for name, s in sums.items()})
-        if k > 1:
-            row["responses"] = [texts[i] for i in idx]
-            row["corrects"] = [bool(evaluate.grade(rec, texts[i])) for i in idx]
-        if rec.get("tests"):
-            row["tests"] = rec["tests"]
-        rows.append(row)
-    return rows, int(lengths.sum()), seconds
+    for i, response, stats in decoding:  # response is on the CPU: the GPU has finished this step
+        work["seconds"] = work.get("seconds", 0.0) + time.perf_counter() - t0
+        work["tokens"] = work.get("tokens", 0) + len(response)
+        p, j = divmod(i, k)
+        text = tokenizer.decode(response, skip_special_tokens=True)
+        samples.setdefault(p, {})[j] = (text, len(response), {name: float(v.sum()) for name, v in stats.items()})
+        if len(samples[p]) == k:
+            yield result_row(records[p], [samples[p][j] for j in range(k)], args)
+            del samples[p]
+        t0 = time.perf_counter()
+
+
+def result_row(rec, samples, args):
+    """The results-file row of one problem from its k samples [(text, tokens, stat sums)]."""
+    texts = [text for text, _, _ in samples]
+    tokens = sum(n for _, n, _ in samples)
+    best = majority_vote(texts) if len(samples) > 1 else 0
+    row = {"id": rec["id"], "problem": rec["problem"], "gold": rec.get("answer", ""), "response": texts[best],
+           "correct": bool(evaluate.grade(rec, texts[best])), "tokens": tokens, "mode": args.mode}
+    # token-weighted means over all samples of this problem
+    row.update({name: sum(s[name] for _, _, s in samples) / max(tokens, 1) for name in samples[0][2]})
+    if len(samples) > 1:
+        row["responses"] = texts
+        row["corrects"] = [bool(evaluate.grade(rec, t)) for t in texts]
+    if rec.get("tests"):
+        row["tests"] = rec["tests"]
+    return row
 
 
 # ---- results file: one JSON line per problem, appended as each finishes, resumable ----
@@ -584,8 +718,10 @@ def start_results(args, rank, world):
     return set(read_results(args.out)[1])
 
 
-def summarize(args, model, tokenizer, problems, decode_tokens, decode_seconds):
-    """Print the results table and, as the last stdout line, the JSON summary over all finished problems."""
+def summarize(args, model, tokenizer, problems, work):
+    """Print the results table and, as the last stdout line, the JSON summary over all finished problems.
+
+    work: this run's decode tokens, seconds and row_steps (all ranks): tokens_per_second and occupancy."""
     _, done = read_results(args.out)
     rows = [done[p["id"]] for p in problems if p["id"] in done]
     k = args.n if args.mode == "self_consistency" else 1
@@ -602,7 +738,9 @@ def summarize(args, model, tokenizer, problems, decode_tokens, decode_seconds):
     summary = {"mode": args.mode, "model": args.model, "dataset": args.dataset, "n": len(rows),
                "samples_per_problem": k, "accuracy": round(sum(r["correct"] for r in rows) / max(len(rows), 1), 4),
                "generated_tokens": generated,
-               "tokens_per_second": round(decode_tokens / decode_seconds, 2) if decode_seconds > 0 else None,
+               "tokens_per_second": round(work["tokens"] / work["seconds"], 2) if work.get("seconds") else None,
+               # the fraction of row-steps (a row of a decode forward pass) that produced a token of a response
+               "occupancy": round(work["tokens"] / work["row_steps"], 4) if work.get("row_steps") else None,
                "flops": 2 * params * (prompt_tokens + generated),
                "entropy": mean("entropy"), "sampled_entropy": mean("sampled_entropy"), "em_steps": mean("em_steps"),
                "out": args.out}
@@ -631,45 +769,40 @@ def main(argv=None):
         fail(str(e))
 
     finished = start_results(args, rank, world)
+    if world > 1:
+        # EM-INF has no collective in the forward pass: from here on every rank decodes its shard at its
+        # own pace, and rank 0 merges the per-rank files once every rank has left its done marker
+        dist.destroy_process_group()
     todo = [p for p in problems if p["id"] not in finished]
     shard = todo[rank::world]
-    # every rank runs the same number of batches (sample() steps all ranks together); a rank that has run
-    # out of problems decodes a throw-away copy of the first one
-    per_rank = -(-len(todo) // world)
-    n_batches = -(-per_rank // args.batch_size)
     path = args.out if world == 1 else f"{args.out}.part{rank}"
     bar = tqdm(total=len(shard), desc=f"{args.mode}", disable=rank != 0, dynamic_ncols=True)
-    decode_tokens, decode_seconds, n_correct, n_done = 0, 0.0, 0, 0
+    work, n_correct, n_done = {"tokens": 0, "seconds": 0.0, "row_steps": 0}, 0, 0
     with open(path, "a") as f:
-        for b in range(n_batches):
-            batch = shard[b * args.batch_size:(b + 1) * args.batch_size]
-            rows, generated, seconds = solve_batch(model, tokenizer, batch or todo[:1], args, stop_ids)
-            decode_seconds += seconds
-            if not batch:
-                continue
-            decode_tokens += generated
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-                f.flush()  # an interrupted run keeps every finished problem
-            n_correct, n_done = n_correct + sum(r["correct"] for r in rows), n_done + len(rows)
-            bar.update(len(rows))
-            bar.set_postfix(acc=f"{n_correct / n_done:.3f}", tok_s=f"{decode_tokens / decode_seconds:.1f}")
+        for row in solve(model, tokenizer, shard, args, stop_ids, work):
+            f.write(json.dumps(row) + "\n")
+            f.flush()  # an interrupted run keeps every finished problem
+            n_correct, n_done = n_correct + row["correct"], n_done + 1
+            bar.update(1)
+            bar.set_postfix(acc=f"{n_correct / n_done:.3f}", tok_s=f"{work['tokens'] / max(work['seconds'], 1e-9):.1f}")
     bar.close()
 
     if world > 1:
+        with open(f"{args.out}.part{rank}.done.tmp", "w") as f:
+            json.dump(work, f)
+        os.replace(f"{args.out}.part{rank}.done.tmp", f"{args.out}.part{rank}.done")  # never read half written
+        if rank != 0:
+            return
+        markers = [f"{args.out}.part{r}.done" for r in range(world)]
+        while not all(os.path.exists(m) for m in markers):  # torchrun stops us too if a rank fails
+            time.sleep(1.0)
+        works = [json.load(open(m)) for m in markers]
         # tokens/s of the whole job: all tokens over the slowest rank's decode time
-        tokens = torch.tensor([decode_tokens], dtype=torch.float64, device=device)
-        seconds = torch.tensor([decode_seconds], dtype=torch.float64, device=device)
-        dist.all_reduce(tokens, op=dist.ReduceOp.SUM)
-        dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
-        decode_tokens, decode_seconds = int(tokens.item()), seconds.item()
-        dist.barrier()
-        if rank == 0:
-            merge_parts(args.out)
+        work = {"tokens": sum(w["tokens"] for w in works), "seconds": max(w["seconds"] for w in works),
+                "row_steps": sum(w["row_steps"] for w in works)}
+        merge_parts(args.out)  # also removes the done markers
     if rank == 0:
-        summarize(args, model, tokenizer, problems, decode_tokens, decode_seconds)
-    if world > 1:
-        dist.destroy_process_group()
+        summarize(args, model, tokenizer, problems, work)
 
 
 if __name__ == "__main__":
