@@ -55,7 +55,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
                                                      set_optimizer_state_dict)
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -92,7 +92,8 @@ def training_args(p, *, steps_default, steps_help):
     p.add_argument("--grad-clip", type=float, default=1.0, help="clip the global gradient norm to this (paper / official config: 1.0)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the training responses (paper Sec. 3: 1.0)")
     p.add_argument("--max-prompt-tokens", type=int, default=1024, help="skip longer prompts (paper setup: prompts <= 1024 tokens)")
-    p.add_argument("--micro-batch-size", type=int, default=8, help="sequences per sampling call and per forward/backward on each rank; gradients accumulate to the full batch, same result (ours)")
+    p.add_argument("--micro-batch-size", type=int, default=8, help="sequences per forward/backward on each rank (scoring and updates); gradients accumulate to the full batch, same result (ours)")
+    p.add_argument("--rollout-batch-size", type=int, default=64, help="sequences decoded together on each rank (rollouts and --eval-dataset); the samples depend on it, not on --micro-batch-size (ours: a decode step reads every weight once for all rows, so 64 rows cost a GPU little more than 1; their KV cache at 4096 tokens is ~15 GB for a 7B Qwen)")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False, help="recompute each layer's activations in backward: far less activation memory for ~30%% more compute (ours)")
     p.add_argument("--out", default=os.path.join("runs", os.path.basename(__file__)[:-3]), help="run folder: metrics.jsonl, the latest model (save_pretrained) and train_state.pt; rerunning resumes from it (ours)")
     p.add_argument("--save-every", type=int, default=10, help="save a checkpoint every N steps, and always after the last one (ours)")
@@ -108,7 +109,7 @@ def check_training_args(args):
         fail(f"--lr must be > 0, got {args.lr}")
     if args.steps < 1:
         fail(f"--steps must be >= 1, got {args.steps}")
-    for name in ("batch_size", "micro_batch_size", "max_new_tokens", "max_prompt_tokens", "save_every", "samples_per_prompt"):
+    for name in ("batch_size", "micro_batch_size", "rollout_batch_size", "max_new_tokens", "max_prompt_tokens", "save_every", "samples_per_prompt"):
         if getattr(args, name) < 1:
             fail(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.temperature <= 0 or args.grad_clip <= 0 or args.eval_every < 0:
@@ -190,8 +191,8 @@ def sample(model, tokenizer, prompts, max_new_tokens, pick_next, stop_ids):
     is the only per-method part: temperature sampling, greedy or the EM-INF update.
     Returns prompt_ids [B, P] (left padded), response ids [B, R] (pad after the stop token),
     response_mask [B, R] (1 on generated tokens, stop token included), per-step stats [B, R] each.
-    With torch.distributed initialized, every rank keeps stepping until all ranks are done, so
-    collective ops inside the forward (FSDP2 all-gathers) stay in lock-step.
+    Under FSDP2, call it inside gathered(model): the forward then runs no collective, so each rank
+    decodes its own batch to its own length (a sharded forward would all-gather every layer per token).
     """
     device = next(model.parameters()).device
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
@@ -211,12 +212,7 @@ def sample(model, tokenizer, prompts, max_new_tokens, pick_next, stop_ids):
             stats.setdefault(k, []).append(torch.where(done, torch.zeros_like(v), v))
         out.append(torch.stack([nxt, (~done).long()], -1))
         done |= torch.isin(nxt, stop)
-        all_done = done.all()
-        if dist.is_initialized():
-            flag = all_done.float()
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            all_done = flag.bool()
-        if all_done:
+        if done.all():
             break
         attn = torch.cat([attn, torch.ones_like(attn[:, :1])], -1)
         step_ids, step_pos = nxt[:, None], step_pos[:, -1:] + 1
@@ -245,6 +241,31 @@ def prepare_model(model, args, world, *, trainable=True):
     return model
 
 
+@contextlib.contextmanager
+def gathered(model):
+    """Full weights on every rank for a sampling phase (rollouts, eval); a no-op in one process.
+
+    A sharded forward all-gathers each decoder layer and frees it again: in a decode loop that moves
+    the whole model over the network for every token. Here each FSDP2 module is all-gathered once
+    (unshard) and kept through the forwards (reshard_after_forward False), so decoding runs no
+    collective and each rank decodes at its own pace. The gathered weights are the shards as the last
+    optimizer step left them: the current policy. Cost: one full copy in the compute dtype per rank
+    for the phase, 7.6e9 params x 2 bytes = ~15 GB for Qwen2.5-Math-7B in bf16.
+    On exit every module is resharded and gets its training setting back: layers reshard after their
+    forward; the root (embeddings, final norm, lm_head) does not, FSDP2's default for the root.
+    """
+    modules = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for m in modules:
+        m.set_reshard_after_forward(False, recurse=False)
+        m.unshard()  # one all-gather per module, in --dtype (the MixedPrecisionPolicy's param_dtype)
+    try:
+        yield model
+    finally:
+        for m in modules:
+            m.reshard()
+            m.set_reshard_after_forward(m is not model, recurse=False)
+
+
 def autocast(device, dtype):
     """Forward in dtype over float32 weights in one process; under FSDP2 the MixedPrecisionPolicy
     casts instead (autocast would also cache a cast copy of every gathered weight)."""
@@ -258,9 +279,33 @@ def all_reduce_sum(x):
     return x
 
 
+def clock(device):
+    """Seconds on a wall clock, once the device has finished its queued work (CUDA runs ahead)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def slowest_rank(times, device):
+    """{phase: seconds} of this rank -> the slowest rank's seconds per phase: what the step waits for."""
+    t = torch.tensor(list(times.values()), dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return dict(zip(times, t.tolist()))
+
+
+# the official EM-RL training data (verl's process_math.py) ends every problem with this instruction
+TRAIN_SUFFIX = " Let us think step by step and output the final answer within \\boxed{}"
+
+
 def training_prompts(problems, tokenizer, args, rank):
-    """Chat prompts of the training problems (problem text only: no answers are used), long ones skipped."""
-    prompts = [evaluate.build_prompt(tokenizer, r) for r in problems]
+    """Chat prompts of the training problems (problem text only: no answers are used), long ones skipped.
+
+    Math problems get the official training prompt: the paper's system prompt (evaluate.build_prompt)
+    and TRAIN_SUFFIX after the problem. Code problems (records with tests) keep evaluate's code prompt.
+    """
+    prompts = [evaluate.build_prompt(tokenizer, r if r.get("tests") else {**r, "problem": r["problem"] + TRAIN_SUFFIX})
+               for r in problems]
     kept = [p for p in prompts if len(tokenizer(p, add_special_tokens=False).input_ids) <= args.max_prompt_tokens]
     if not kept:
         fail(f"every prompt of {args.dataset} is longer than --max-prompt-tokens {args.max_prompt_tokens}")
@@ -288,10 +333,12 @@ def step_prompts(prompts, step, args, rank, world):
 
 
 def rollout(model, tokenizer, prompts, args, stop_ids, device, dtype):
-    """Sample one response per prompt string at --temperature, --micro-batch-size prompts per call.
+    """Sample one response per prompt string at --temperature, --rollout-batch-size prompts decoded together.
 
-    Returns micro-batches: dicts of input_ids, attention_mask, response_mask, each [b, P + R]
-    (prompt then response; response_mask is 1 on generated tokens, stop token included).
+    Returns one (prompt ids [P_i], response ids [R_i]) pair of long tensors per prompt, unpadded (the
+    response ends with its stop token, if any); micro_batches() pads them for the forward/backward.
+    The samples depend on the seed and --rollout-batch-size (one draw per row and step from the RNG),
+    never on --micro-batch-size. Under torchrun each rank decodes its prompts with gathered weights.
     """
     def pick_next(logits, step):
         # y_t ~ softmax(z_t / T): plain temperature sampling (official: top_p 1.0, no top-k)
@@ -299,22 +346,43 @@ def rollout(model, tokenizer, prompts, args, stop_ids, device, dtype):
         return torch.multinomial(probs, 1).squeeze(-1), {}
 
     model.eval()  # in train mode, HF switches the KV cache off when gradient checkpointing is on
-    batches = []
-    for i in range(0, len(prompts), args.micro_batch_size):
-        chunk = prompts[i:i + args.micro_batch_size]
-        with autocast(device, dtype):
-            prompt_ids, response, response_mask, _ = sample(model, tokenizer, chunk, args.max_new_tokens, pick_next, stop_ids)
-        # the same left-padded tokenization as inside sample(), for the prompt's attention mask
-        prompt_mask = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).attention_mask.to(device)
-        batches.append({"input_ids": torch.cat([prompt_ids, response], 1),  # [b, P + R]
-                        "attention_mask": torch.cat([prompt_mask, response_mask], 1),
-                        "response_mask": torch.cat([torch.zeros_like(prompt_mask), response_mask], 1)})
+    samples = []
+    with gathered(model):
+        for i in range(0, len(prompts), args.rollout_batch_size):
+            chunk = prompts[i:i + args.rollout_batch_size]
+            with autocast(device, dtype):
+                prompt_ids, response, response_mask, _ = sample(model, tokenizer, chunk, args.max_new_tokens, pick_next, stop_ids)
+            # the same left-padded tokenization as inside sample(), for the prompt's attention mask
+            prompt_mask = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).attention_mask.to(device)
+            samples += [(p[m.bool()], r[rm.bool()]) for p, m, r, rm in zip(prompt_ids, prompt_mask, response, response_mask)]
     model.train()
+    return samples
+
+
+def micro_batches(samples, args, pad_id):
+    """(prompt, response) pairs -> micro-batches of --micro-batch-size rows, padded as sample() pads.
+
+    Prompts are left padded and responses right padded, so every response starts at the same column
+    P and positions come from the attention mask. Returns dicts of input_ids, attention_mask and
+    response_mask (1 on generated tokens), each [b, P + R] with P, R the longest in the micro-batch.
+    """
+    batches = []
+    for i in range(0, len(samples), args.micro_batch_size):
+        chunk = samples[i:i + args.micro_batch_size]
+        P, R = max(len(p) for p, _ in chunk), max(len(r) for _, r in chunk)
+        ids = torch.full((len(chunk), P + R), pad_id, dtype=torch.long, device=chunk[0][0].device)
+        attn, resp = torch.zeros_like(ids), torch.zeros_like(ids)
+        for row, (p, r) in enumerate(chunk):
+            ids[row, P - len(p):P], ids[row, P:P + len(r)] = p, r
+            attn[row, P - len(p):P + len(r)] = 1
+            resp[row, P:P + len(r)] = 1
+        batches.append({"input_ids": ids, "attention_mask": attn, "response_mask": resp})
     return batches
 
 
-def forward_entropy_logprob(model, batch):
-    """Per-token entropy and log p of the sampled response tokens, never building [B, T, V] logits.
+def forward_entropy_logprob(model, batch, temperature=1.0):
+    """Per-token entropy and log p of the sampled response tokens under softmax(z / temperature),
+    never building [B, T, V] logits.
 
     One root forward (FSDP2 hooks run) with logits_to_keep=1, so lm_head projects only the last
     position ([B, 1, V], negligible), and output_hidden_states=-1, which keeps only the final hidden
@@ -324,29 +392,44 @@ def forward_entropy_logprob(model, batch):
     pos = (batch["attention_mask"].cumsum(-1) - 1).clamp_min(0)  # the positions sample() used
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=pos,
                 use_cache=False, logits_to_keep=1, output_hidden_states=-1)
-    hidden = out.hidden_states[-1]  # [B, T, d]
+    # z / T = (h / T) W^T: scaling the states scales the logits exactly (lm_head has no bias); / 1 is exact
+    hidden = out.hidden_states[-1] / temperature  # [B, T, d]
     return entropy.response_entropy_logprob(hidden, model.lm_head.weight, batch["input_ids"], batch["response_mask"])
 
 
 @torch.no_grad()
+def reference_logprob(ref_model, batch, temperature=1.0):
+    """log pi_ref of the sampled response tokens, [b, T-1] (zero off the response).
+
+    FSDP2 reshards a root group (embeddings, lm_head) in backward, which the frozen reference never
+    runs: reshard it here, or its gathered root would stay in memory for the rest of the run.
+    """
+    logp = forward_entropy_logprob(ref_model, batch, temperature)[1]
+    if isinstance(ref_model, FSDPModule):
+        ref_model.reshard()
+    return logp
+
+
+@torch.no_grad()
 def evaluate_accuracy(model, tokenizer, problems, args, stop_ids, device, dtype, rank, world):
-    """Greedy pass@1 on problems through evaluate.build_prompt / evaluate.grade, split across ranks."""
+    """Greedy pass@1 on problems through evaluate.build_prompt / evaluate.grade, split across ranks.
+
+    Each rank decodes its own share, --rollout-batch-size problems at a time, with gathered weights.
+    """
     def greedy(logits, step):
         return logits.argmax(dim=-1), {}
 
     mine = problems[rank::world]
-    per_rank = -(-len(problems) // world)
-    # every rank decodes the same number of batches (FSDP2 collectives); fillers are not graded
-    padded = mine + [problems[0]] * (per_rank - len(mine))
     correct = torch.zeros((), device=device)
     model.eval()
-    for i in range(0, per_rank, args.micro_batch_size):
-        chunk = padded[i:i + args.micro_batch_size]
-        with autocast(device, dtype):
-            _, response, _, _ = sample(model, tokenizer, [evaluate.build_prompt(tokenizer, r) for r in chunk],
-                                       args.max_new_tokens, greedy, stop_ids)
-        texts = tokenizer.batch_decode(response, skip_special_tokens=True)
-        correct += sum(evaluate.grade(rec, text) for j, (rec, text) in enumerate(zip(chunk, texts)) if i + j < len(mine))
+    with gathered(model):
+        for i in range(0, len(mine), args.rollout_batch_size):
+            chunk = mine[i:i + args.rollout_batch_size]
+            with autocast(device, dtype):
+                _, response, _, _ = sample(model, tokenizer, [evaluate.build_prompt(tokenizer, r) for r in chunk],
+                                           args.max_new_tokens, greedy, stop_ids)
+            texts = tokenizer.batch_decode(response, skip_special_tokens=True)
+            correct += sum(evaluate.grade(rec, text) for rec, text in zip(chunk, texts))
     model.train()
     return all_reduce_sum(correct).item() / len(problems)
 
@@ -361,8 +444,7 @@ def entropy_loss_sums(model, ref_model, batch):
     h, logp, mask = forward_entropy_logprob(model, batch)  # [b, T-1] each, zero off the response
     kl_sum = torch.zeros((), device=h.device)
     if ref_model is not None:
-        with torch.no_grad():
-            _, ref_logp, _ = forward_entropy_logprob(ref_model, batch)
+        ref_logp = reference_logprob(ref_model, batch)
         # k3 estimator of KL(pi_theta || pi_ref) on y ~ pi_theta: exp(r) - r - 1 >= 0,
         # r = log pi_ref(y_t) - log pi_theta(y_t), clamped to [-10, 10] as verl's low_var_kl
         r = (ref_logp - logp).clamp(-10.0, 10.0)
@@ -571,13 +653,16 @@ def main(argv=None):
     with graceful_stop() as signal_flag:
         bar = tqdm(range(start + 1, args.steps + 1), initial=start, total=args.steps, disable=rank != 0, desc=os.path.basename(__file__)[:-3])
         for step in bar:
-            t0 = time.time()
-            batches = rollout(model, tokenizer, step_prompts(prompts, step, args, rank, world), args, stop_ids, device, dtype)
-            stats = train_step(model, ref_model, optimizer, batches, args, world, device, dtype)
-            seconds = time.time() - t0
+            t0 = clock(device)
+            samples = rollout(model, tokenizer, step_prompts(prompts, step, args, rank, world), args, stop_ids, device, dtype)
+            t1 = clock(device)
+            stats = train_step(model, ref_model, optimizer, micro_batches(samples, args, tokenizer.pad_token_id), args, world, device, dtype)
+            t2 = clock(device)
+            times = slowest_rank({"time_rollout": t1 - t0, "time_update": t2 - t1}, device)
+            seconds = t2 - t0
             n_tokens = stats.pop("response_tokens")  # sampled and trained on, all ranks
             log = {"step": step, **stats, "response_length": n_tokens / (args.batch_size * args.samples_per_prompt),
-                   "lr": optimizer.param_groups[0]["lr"], "tokens_per_second": n_tokens / seconds, "seconds": seconds}
+                   "lr": optimizer.param_groups[0]["lr"], "tokens_per_second": n_tokens / seconds, "seconds": seconds, **times}
             if eval_problems and (step == args.steps or (args.eval_every and step % args.eval_every == 0)):
                 log["eval_accuracy"] = evaluate_accuracy(model, tokenizer, eval_problems, args, stop_ids, device, dtype, rank, world)
             if rank == 0:

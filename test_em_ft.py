@@ -111,9 +111,16 @@ def test_rollout_layout_and_entropy_alignment(tiny_model, mini_math):
     model, tok = load(tiny_model), AutoTokenizer.from_pretrained(tiny_model, padding_side="left")
     prompts = [evaluate.build_prompt(tok, r) for r in evaluate.load_problems(mini_math, limit=3)]
     stop_ids = em_ft.stop_token_ids(model, tok)
-    args = argparse.Namespace(temperature=1.0, micro_batch_size=2, max_new_tokens=12)
-    batches = em_ft.rollout(model, tok, prompts, args, stop_ids, torch.device("cpu"), torch.float32)
+    args = argparse.Namespace(temperature=1.0, rollout_batch_size=3, micro_batch_size=2, max_new_tokens=12)
+    torch.manual_seed(0)
+    samples = em_ft.rollout(model, tok, prompts, args, stop_ids, torch.device("cpu"), torch.float32)
+    batches = em_ft.micro_batches(samples, args, tok.pad_token_id)  # 3 rows decoded together, re-split 2 + 1
     assert [b["input_ids"].shape[0] for b in batches] == [2, 1]
+    # the same seed and rollout batch give the same samples, whatever the micro-batch size
+    torch.manual_seed(0)
+    again = em_ft.rollout(model, tok, prompts, argparse.Namespace(**{**vars(args), "micro_batch_size": 1}), stop_ids,
+                          torch.device("cpu"), torch.float32)
+    assert all(torch.equal(a, b) for x, y in zip(samples, again) for a, b in zip(x, y))
     model64 = copy.deepcopy(model).double()
     row = 0
     for batch in batches:
@@ -146,6 +153,18 @@ def test_grad_clip_scales_to_max_norm(tiny_model):
 # ---------------------------------------------------------------------------------------------
 # Data order: a pure function of the step
 # ---------------------------------------------------------------------------------------------
+def test_training_prompts_use_the_official_suffix_and_evaluation_does_not(tiny_model, mini_math):
+    import evaluate
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    record = evaluate.load_problems(mini_math, limit=1)[0]
+    args = argparse.Namespace(max_prompt_tokens=1024, dataset=mini_math)
+    (train,) = em_ft.training_prompts([record], tok, args, 0)
+    # verl's process_math.py: the paper's system prompt, the problem, then the instruction
+    suffix = " Let us think step by step and output the final answer within \\boxed{}"
+    assert evaluate.MATH_SYSTEM_PROMPT in train and record["problem"] + suffix + "<|im_end|>" in train
+    assert suffix not in evaluate.build_prompt(tok, record)  # evaluation keeps the paper's prompt
+
+
 def test_step_prompts_cover_each_prompt_once_per_epoch_and_split_ranks():
     prompts = [f"p{i}" for i in range(10)]
     args = argparse.Namespace(batch_size=4, samples_per_prompt=2, seed=3)
@@ -195,6 +214,17 @@ def test_entropy_falls_and_saved_folder_reloads(tiny_model, mini_math, tmp_path)
         h_trained = Categorical(logits=trained(input_ids=ids).logits[0, -1]).entropy()
         h_base = Categorical(logits=base(input_ids=ids).logits[0, -1]).entropy()
     assert h_trained < h_base
+
+
+def test_micro_batch_size_does_not_change_the_run(tiny_model, mini_math, tmp_path):
+    # the samples come from --rollout-batch-size batches; the micro-batch split only changes float rounding
+    one = run(tiny_model, mini_math, tmp_path / "one", "--steps", "2", "--micro-batch-size", "1", "--rollout-batch-size", "4")
+    four = run(tiny_model, mini_math, tmp_path / "four", "--steps", "2", "--micro-batch-size", "4", "--rollout-batch-size", "4")
+    for a, b in zip(one, four):
+        assert a["response_length"] == b["response_length"]
+        for key in ("loss", "entropy", "grad_norm"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4), key
+        assert {"time_rollout", "time_update"} <= a.keys() and a["time_rollout"] + a["time_update"] <= a["seconds"]
 
 
 def test_resume_repeats_and_skips_nothing(tiny_model, mini_math, tmp_path):
@@ -270,6 +300,7 @@ def test_bad_inputs_give_one_line_errors(tiny_model, mini_math, tmp_path, capsys
         "problem field": ["--dataset", str(no_problem)],
         "--lr must be > 0": ["--lr", "0"],
         "--steps must be >= 1": ["--steps", "0"],
+        "--rollout-batch-size must be >= 1": ["--rollout-batch-size", "0"],
         "cannot read checkpoint": ["--out", str(corrupt)],
         "--batch-size 64, not 2": ["--out", str(other)],
     }

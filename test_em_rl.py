@@ -113,7 +113,7 @@ def test_k3_kl_is_unbiased_estimate_of_kl():
 # ---- the script end to end on the tiny fixture model ----
 ROOT = pathlib.Path(__file__).parent
 KEYS = {"step", "loss", "reward", "entropy", "kl", "clip_fraction", "advantage_std", "grad_norm", "response_length",
-        "lr", "tokens_per_second", "seconds"}
+        "lr", "tokens_per_second", "seconds", "time_rollout", "time_score", "time_update"}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -153,18 +153,23 @@ def peaky_model(tiny_model, tmp_path_factory):
 
 
 def test_token_reward_rises_and_follows_the_advantage_sign(peaky_model, mini_math, tmp_path, monkeypatch):
+    # one 8-step run of a tiny random model is a noisy draw (about 1 seed in 3 goes the other way), so
+    # compare averages over 3 seeds
     flags = ["--steps", "8", "--lr", "3e-3", "--kl-coef", "0", "--batch-size", "8", "--mini-batch-size", "8", "--n", "8"]
-    em_rl.main(small_run(peaky_model, mini_math, tmp_path / "em", *flags))
-    em = [m["reward"] for m in read_metrics(tmp_path / "em")]
-    # control: the same run with every advantage negated. It is no clean "maximize entropy" (Adam's
-    # random walk and reinforcing any sampled token both lower the entropy too), so compare the runs.
-    rloo = em_rl.rloo_advantages
-    monkeypatch.setattr(em_rl, "rloo_advantages", lambda r: -rloo(r))
-    em_rl.main(small_run(peaky_model, mini_math, tmp_path / "anti", *flags))
-    anti = [m["reward"] for m in read_metrics(tmp_path / "anti")]
-    assert em[0] == anti[0]  # same seed, same first rollouts
-    assert em[-1] > em[0] + 1.0, em  # minus the mean token entropy: up by more than a nat
-    assert sum(em) > sum(anti) + 2.0, (em, anti)  # higher over the run as a whole
+    rloo, em, anti = em_rl.rloo_advantages, [], []
+    for seed in ("0", "1", "2"):
+        monkeypatch.setattr(em_rl, "rloo_advantages", rloo)
+        em_rl.main(small_run(peaky_model, mini_math, tmp_path / f"em{seed}", *flags, "--seed", seed))
+        em.append([m["reward"] for m in read_metrics(tmp_path / f"em{seed}")])
+        # control: the same run with every advantage negated. It is no clean "maximize entropy" (Adam's
+        # random walk and reinforcing any sampled token both lower the entropy too), so compare the runs.
+        monkeypatch.setattr(em_rl, "rloo_advantages", lambda r: -rloo(r))
+        em_rl.main(small_run(peaky_model, mini_math, tmp_path / f"anti{seed}", *flags, "--seed", seed))
+        anti.append([m["reward"] for m in read_metrics(tmp_path / f"anti{seed}")])
+        assert em[-1][0] == anti[-1][0]  # same seed, same first rollouts
+    # minus the mean token entropy: up by more than a nat on average
+    assert statistics.mean(r[-1] - r[0] for r in em) > 1.0, em
+    assert statistics.mean(map(sum, em)) > statistics.mean(map(sum, anti)) + 2.0, (em, anti)  # higher over the runs
 
 
 def test_sequence_reward_grpo_epochs_kl_and_eval_hook(tiny_model, mini_math, tmp_path):
@@ -203,7 +208,7 @@ def test_resume_matches_an_uninterrupted_run(tiny_model, mini_math, tmp_path):
     em_rl.main(small_run(tiny_model, mini_math, tmp_path / "cut", "--steps", "4", *flags))  # resumes after step 2
     full, cut = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "cut")
     assert [m["step"] for m in cut] == [1, 2, 3, 4]  # no repeated, no skipped steps
-    timing = ("seconds", "tokens_per_second")
+    timing = ("seconds", "tokens_per_second", "time_rollout", "time_score", "time_update")
     for a, b in zip(full, cut):
         assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
     wa = AutoModelForCausalLM.from_pretrained(tmp_path / "full").state_dict()
@@ -261,13 +266,22 @@ def fixed_rollouts(seed=0):
     return {"input_ids": ids, "attention_mask": attn, "response_mask": resp}
 
 
+def rank_prompts(r):
+    """Rank r's rollout prompts: uneven on purpose (rank 0 decodes 1 rollout batch of 2, rank 1 two batches),
+    so any collective left in the decode loop would hang the 2-process run."""
+    return [f"<|im_start|>user\nWhat is {r} + {i}?<|im_end|>\n<|im_start|>assistant\n" for i in range(2 + r)]
+
+
 def one_update(model_path, world, rank):
-    """Parameter change of one train_step (SGD, lr 1, no clipping) on fixed rollouts: 2 prompts x 4 rows
-    of ragged prompt / response lengths, micro-batches of 2 rows; rank r of `world` takes its share."""
+    """train_step (SGD, lr 1, no clipping) on fixed rollouts, then rollouts of the updated policy, then the
+    parameter change of a second train_step on the fixed rollouts: 2 prompts x 4 rows of ragged prompt /
+    response lengths, micro-batches of 2 rows; rank r of `world` takes its share. Returns (change, stats,
+    {rank: rollouts}); rank r samples rank_prompts(r) with seed 100 + r (one process: both ranks' rollouts)."""
     args = em_rl.parse_args(["--model", model_path, "--batch-size", "2", "--mini-batch-size", "2", "--micro-batch-size", "2",
-                             "--grad-clip", "1e9", "--kl-coef", "0.5", "--entropy-coef", "0.1", "--dtype", "float32"])
+                             "--grad-clip", "1e9", "--kl-coef", "0.5", "--entropy-coef", "0.1", "--dtype", "float32",
+                             "--temperature", "0.8", "--rollout-batch-size", "2", "--max-new-tokens", "8"])
     device = torch.device("cpu")
-    model, _ = em_rl.load_model(args, device, torch.float32)
+    model, tokenizer = em_rl.load_model(args, device, torch.float32)
     ref, _ = em_rl.load_model(args, device, torch.float32)
     with torch.no_grad():
         ref.lm_head.weight.mul_(1.5)  # a reference that differs from the policy: KL > 0
@@ -277,16 +291,23 @@ def one_update(model_path, world, rank):
     mine = {k: v[rows] for k, v in fixed_rollouts().items()}
     micro = [{k: v[i:i + 2] for k, v in mine.items()} for i in range(0, 8 // world, 2)]
     full = lambda: {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone() for k, v in model.state_dict().items()}
+    sgd = torch.optim.SGD(model.parameters(), lr=1.0)
+    em_rl.train_step(model, ref, sgd, [micro], args, world, device, torch.float32)
+    samples = {}  # under FSDP2: decoded with gathered weights, which must be the updated ones
+    for r in ([rank] if world > 1 else range(2)):
+        torch.manual_seed(100 + r)
+        samples[r] = em_rl.rollout(model, tokenizer, rank_prompts(r), args, em_rl.stop_token_ids(model, tokenizer), device, torch.float32)
     before = full()
-    stats = em_rl.train_step(model, ref, torch.optim.SGD(model.parameters(), lr=1.0), [micro], args, world, device, torch.float32)
+    stats = em_rl.train_step(model, ref, sgd, [micro], args, world, device, torch.float32)  # after the gathered phase
     after = full()
-    return {k: after[k] - before[k] for k in before}, stats
+    return {k: after[k] - before[k] for k in before}, stats, samples
 
 
-@pytest.mark.parametrize("reward, reduction", [("token", "mean"), ("sequence", "sum")])
-def test_score_rollouts_against_hf_logits_in_float64(tiny_model, reward, reduction):
+@pytest.mark.parametrize("reward, reduction, temperature", [("token", "mean", 1.0), ("sequence", "sum", 1.0), ("token", "sum", 0.7)])
+def test_score_rollouts_against_hf_logits_in_float64(tiny_model, reward, reduction, temperature):
+    # at the rollout temperature T, as verl: H and log p of softmax(z / T), the distribution sampled from
     args = em_rl.parse_args(["--model", tiny_model, "--batch-size", "2", "--mini-batch-size", "2", "--reward", reward,
-                             "--reward-reduction", reduction, "--kl-coef", "0"])
+                             "--reward-reduction", reduction, "--kl-coef", "0", "--temperature", str(temperature)])
     model, _ = em_rl.load_model(args, torch.device("cpu"), torch.float32)
     data = fixed_rollouts()
     micro = [{k: v[i:i + 4] for k, v in data.items()} for i in (0, 4)]  # two micro-batches of 4 rows
@@ -294,13 +315,14 @@ def test_score_rollouts_against_hf_logits_in_float64(tiny_model, reward, reducti
     # reference: the model's full logits in float64, torch.distributions, explicit loops
     pos = (data["attention_mask"].cumsum(-1) - 1).clamp_min(0)
     with torch.no_grad():
-        logits = model(input_ids=data["input_ids"], attention_mask=data["attention_mask"], position_ids=pos).logits.double()
+        logits = model(input_ids=data["input_ids"], attention_mask=data["attention_mask"], position_ids=pos).logits.double() / temperature
     rewards = []
     for b in range(8):
         ts = [t for t in range(13) if data["response_mask"][b, t + 1]]  # logits at t predict token t + 1
         dist_t = torch.distributions.Categorical(logits=logits[b, ts])
         H, lp = dist_t.entropy(), dist_t.log_prob(data["input_ids"][b, [t + 1 for t in ts]])
-        rewards.append(-H.mean().item() if reward == "token" else lp.sum().item())
+        per_token = -H if reward == "token" else lp
+        rewards.append((per_token.mean() if reduction == "mean" else per_token.sum()).item())
         got = torch.cat([m["old_logp"] for m in micro])[b]
         assert got[ts].tolist() == pytest.approx(lp.tolist(), abs=1e-5)
     got_r = torch.cat([m["reward"] for m in micro]).tolist()
@@ -309,6 +331,12 @@ def test_score_rollouts_against_hf_logits_in_float64(tiny_model, reward, reducti
     for b in range(8):
         others = [rewards[j] for j in range(4 * (b // 4), 4 * (b // 4) + 4) if j != b]
         assert got_a[b] == pytest.approx(rewards[b] - sum(others) / 3, abs=1e-4)
+    # the update scores at the same T: before any step rho = 1 everywhere, so the loss is -sum_i A_i |y_i|
+    for batch in micro:
+        loss_sum, clipped, tokens = em_rl.ppo_loss_sums(model, batch, args)
+        n_i = batch["response_mask"][:, 1:].sum(-1).double()
+        assert loss_sum.item() == pytest.approx(-(batch["advantages"].double() * n_i).sum().item(), abs=1e-4)
+        assert clipped.item() == 0
 
 
 def test_fsdp2_update_equals_the_single_process_update(tiny_model, tmp_path):
@@ -318,7 +346,12 @@ def test_fsdp2_update_equals_the_single_process_update(tiny_model, tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
     sharded = torch.load(out, weights_only=True)
-    delta, stats = one_update(tiny_model, 1, 0)
+    delta, stats, samples = one_update(tiny_model, 1, 0)
+    # each rank's rollouts (gathered weights, no lock-step) are the single process's tokens for the same seed
+    for r in (0, 1):
+        assert len(sharded["samples"][r]) == len(samples[r]) == 2 + r
+        for (p1, y1), (p2, y2) in zip(sharded["samples"][r], samples[r]):
+            assert torch.equal(p1, p2) and torch.equal(y1, y2), r
     assert stats["kl"] > 0 and stats["loss"] == pytest.approx(sharded["stats"]["loss"], rel=1e-5)
     scale = max(d.abs().max() for d in delta.values())
     assert scale > 0
@@ -334,6 +367,7 @@ def test_fsdp2_update_equals_the_single_process_update(tiny_model, tmp_path):
     (["--reward", "accuracy"], "invalid choice"),
     (["--kl-coef", "-1"], "--kl-coef must be >= 0"),
     (["--clip", "0"], "--clip > 0"),
+    (["--rollout-batch-size", "0"], "--rollout-batch-size must be >= 1"),
 ])
 def test_bad_inputs_give_one_line_errors(tiny_model, mini_math, tmp_path, flags, message):
     cmd = [sys.executable, str(ROOT / "em_rl.py"), *small_run(tiny_model, mini_math, tmp_path / "bad", "--steps", "1"), *flags]
@@ -354,8 +388,10 @@ def test_resume_with_other_flags_is_refused(tiny_model, mini_math, tmp_path):
 if __name__ == "__main__":  # the 2-process half of test_fsdp2_update_equals_the_single_process_update
     import torch.distributed as dist
     dist.init_process_group("gloo")
-    d, s = one_update(sys.argv[1], dist.get_world_size(), dist.get_rank())
+    d, s, mine = one_update(sys.argv[1], dist.get_world_size(), dist.get_rank())
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, mine)
     if dist.get_rank() == 0:
-        torch.save({"delta": d, "stats": s}, sys.argv[2])
+        torch.save({"delta": d, "stats": s, "samples": {r: v for g in gathered for r, v in g.items()}}, sys.argv[2])
     dist.barrier()  # as at the end of em_rl.main: no rank exits straight after a collective
     dist.destroy_process_group()
