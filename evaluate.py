@@ -407,13 +407,16 @@ _MAX_DIGITS = 400  # longer numbers / exponents go to math-verify (under the wat
 
 
 def _as_number(s):
-    """A plain number (decimal, scientific, integer fraction, a \\times 10^{b}) as an exact Decimal or Fraction;
-    None for anything else (that goes to math-verify)."""
+    """A plain number as a Fraction when it is exact (integer, integer fraction, integer \\times 10^{b}) or as a
+    Decimal when it is written with a decimal point or an exponent (27.0, 1e-5: a measured value, compared with
+    the float tolerance); None for anything else (that goes to math-verify)."""
     if len(s) > _MAX_DIGITS:
         return None
     if _THOUSANDS.match(s):
         s = re.sub(r"\{,\}|,|\\,|\\!|\s", "", s)
     if _NUMBER.match(s):
+        if not re.search(r"[.eE]", s):
+            return fractions.Fraction(int(s))
         d = decimal.Decimal(s)
         return d if abs(d.adjusted()) <= _MAX_DIGITS else None
     m = _FRAC.match(s) or _SLASH.match(s)
@@ -423,18 +426,22 @@ def _as_number(s):
         return -value if value is not None and m.re is _FRAC and m.group(1) else value
     m = _TIMES_TEN.match(s)
     if m:
-        exp = int(m.group(2) or m.group(3))
-        return decimal.Decimal(f"{m.group(1) or 1}e{exp}") if abs(exp) <= _MAX_DIGITS else None
+        mantissa, exp = m.group(1) or "1", int(m.group(2) or m.group(3))
+        if abs(exp) > _MAX_DIGITS:
+            return None
+        if "." in mantissa:
+            return decimal.Decimal(f"{mantissa}e{exp}")
+        return fractions.Fraction(int(mantissa)) * fractions.Fraction(10) ** exp
     return None
 
 
 def _numbers_close(a, b):
-    """|a - b| <= ABS_TOL and <= REL_TOL * max(|a|, |b|), computed exactly (Decimal / Fraction / float inputs).
+    """Two exact numbers (Fractions): equal or not, exactly. Otherwise (a Decimal or a float on either side):
+    |a - b| <= ABS_TOL and <= REL_TOL * max(|a|, |b|), computed exactly.
 
     Raises decimal.InvalidOperation for NaN (callers treat any exception as "not equal")."""
     if isinstance(a, fractions.Fraction) and isinstance(b, fractions.Fraction):
-        if a == b:  # two fractions: exact
-            return True
+        return a == b  # \frac{100000}{100001} != \frac{99999}{100000}, though within both tolerances
     with decimal.localcontext() as ctx:
         ctx.prec, ctx.Emax, ctx.Emin = 60, decimal.MAX_EMAX, decimal.MIN_EMIN
 
@@ -474,12 +481,25 @@ def _mv_equal(gold, pred):
 
     g = parse("\\boxed{" + gold + "}", parsing_timeout=MV_TIMEOUT)
     p = parse("\\boxed{" + pred + "}", parsing_timeout=MV_TIMEOUT)
-    if not g or not p or not verify(g, p, timeout_seconds=MV_TIMEOUT):
+    if not g or not p:
         return False
-    # math-verify compares floats rounded to 6 decimals, so every number below 5e-7 would equal every other:
-    # re-check plain numbers with our absolute AND relative tolerance
     g0 = next((x for x in g if isinstance(x, sympy.Basic)), None)
     p0 = next((x for x in p if isinstance(x, sympy.Basic)), None)
+    # exact numbers on both sides (integers, fractions, factorials, integer powers): equal or not, exactly, in
+    # both directions; math-verify compares their floats, so 1/2006! == 1/2004!, and 2^{200} != its own digits.
+    # A percent keeps math-verify's reading (28\\% may equal 28 or 0.28).
+    exact = "%" not in gold + pred and g0 is not None and p0 is not None
+    if exact and _exact_number(g0) is not None and _exact_number(p0) is not None:
+        return _exact_number(g0) == _exact_number(p0)
+    if not verify(g, p, timeout_seconds=MV_TIMEOUT):
+        return False
+    if exact and type(g0) is type(p0) and isinstance(g0, (sympy.FiniteSet, sympy.Tuple, sympy.Interval)):
+        # sets, tuples, intervals of exact numbers: math-verify's True stands only if the numbers are exactly equal
+        gx, px = [_exact_number(a) for a in g0.args], [_exact_number(a) for a in p0.args]
+        if None not in gx + px and (sorted(gx) != sorted(px) if isinstance(g0, sympy.FiniteSet) else gx != px):
+            return False
+    # math-verify compares floats rounded to 6 decimals, so every number below 5e-7 would equal every other:
+    # re-check plain numbers with our absolute AND relative tolerance
     if g0 is None or p0 is None or not (g0.has(sympy.Float) or p0.has(sympy.Float)):
         return True
     try:
@@ -487,6 +507,49 @@ def _mv_equal(gold, pred):
     except (TypeError, ValueError, ArithmeticError, AttributeError):
         return True  # not a plain number after all (a set, a symbol...): math-verify's verdict stands
     return _numbers_close(gv[0], pv[0]) and _numbers_close(gv[1], pv[1])
+
+
+MAX_EXACT_BITS = 1 << 17  # exact values up to ~40,000 digits (10000!, 2^{131072}); larger ones: math-verify's verdict
+
+
+def _exact_number(x):
+    """A sympy expression built only from integers, + - * /, integer powers and factorials of integers -> its exact
+    value as a Fraction; None for anything else (a float, a symbol, a root, pi...) or anything over
+    MAX_EXACT_BITS. The size of a power or a factorial is bounded BEFORE it is computed: 2^{10^{10}} is None at
+    once, where evaluating it would hang the worker until the watchdog."""
+    import sympy
+
+    def fits(v):
+        return v.numerator.bit_length() + v.denominator.bit_length() <= MAX_EXACT_BITS
+
+    def value(e):
+        if isinstance(e, sympy.Rational):  # Integer is a Rational
+            return fractions.Fraction(int(e.p), int(e.q))
+        if isinstance(e, (sympy.Add, sympy.Mul)):
+            total = fractions.Fraction(0 if isinstance(e, sympy.Add) else 1)
+            for arg in e.args:
+                v = value(arg)
+                total = total + v if isinstance(e, sympy.Add) else total * v
+                if not fits(total):
+                    raise OverflowError
+            return total
+        if isinstance(e, sympy.Pow) and isinstance(e.exp, sympy.Integer):
+            base, k = value(e.base), int(e.exp)
+            # |b^k| needs about |k| * bits(b) bits
+            if abs(k) * max(base.numerator.bit_length(), base.denominator.bit_length()) > MAX_EXACT_BITS:
+                raise OverflowError
+            return base ** k
+        if isinstance(e, sympy.factorial) and isinstance(e.args[0], sympy.Integer) and e.args[0] >= 0:
+            n = int(e.args[0])
+            if math.lgamma(n + 1) / math.log(2) > MAX_EXACT_BITS:  # log2(n!)
+                raise OverflowError
+            return fractions.Fraction(math.factorial(n))
+        raise TypeError("not an exact number")
+
+    try:
+        return value(x)
+    except (TypeError, OverflowError, ZeroDivisionError, ValueError):
+        return None
 
 
 def _sympy_value(x):

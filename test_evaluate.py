@@ -148,6 +148,43 @@ def test_fast_numeric_path_agrees_with_math_verify(gold, pred):
     assert evaluate._as_number(evaluate._clean(gold)) is not None and fast == slow
 
 
+@pytest.mark.parametrize("pred,gold,expected", [
+    # exact on both sides: no float tolerance (the references are Python's own integers)
+    ("\\frac{1}{2006!}", "\\frac{1}{2004!}", False), ("\\frac{1}{2004!}", "\\frac{1}{2004!}", True),
+    ("\\frac{2}{2\\cdot 2004!}", "\\frac{1}{2004!}", True), ("\\frac{1}{2004\\cdot 2003!}", "\\frac{1}{2004!}", True),
+    ("2^{200}+1", "2^{200}", False), ("2^{200}", "2^{200}+1", False), (str(2 ** 200), "2^{200}", True),
+    (str(2 ** 200 + 1), "2^{200}", False), ("2^{200}", str(2 ** 200 - 1), False), ("4^{100}", "2^{200}", True),
+    ("3^{100}", str(3 ** 100), True), ("2^{-60}", "2^{-61}", False), ("10^{30}+1", "10^{30}", False),
+    (str(__import__("math").factorial(30)), "30!", True), (str(__import__("math").factorial(30) - 1), "30!", False),
+    ("\\frac{100000}{100001}", "\\frac{99999}{100000}", False),  # fast path: within 1e-6 / 1e-5, yet different
+    ("1/3000001", "\\frac{1}{3000000}", False), ("12345678901234567890", "12345678901234567891", False),
+    ("\\{1, 2^{200}+1\\}", "\\{2^{200}, 1\\}", False), ("1, 2^{200}", "\\{2^{200}, 1\\}", True),
+    ("(1, 2^{200}]", "(1, 2^{200}+1]", False), ("(1, 2^{200}]", "(1, 2^{200}]", True),
+    # a decimal on either side keeps the float tolerance
+    ("0.333333", "\\frac13", True), ("1.0000001", "1", True), ("1.0000001", "\\frac{10000001}{10000000}", True),
+    ("1.6069380442589903e60", "2^{200}", False),  # ... which is absolute AND relative (difference 2)
+])
+def test_exact_numbers_compare_exactly(pred, gold, expected):
+    assert grade_math(boxed(pred), gold) is expected
+
+
+def test_exact_values_are_bounded_before_they_are_computed():
+    import sympy
+
+    t = time.monotonic()
+    huge = [sympy.Pow(2, 10 ** 10, evaluate=False), sympy.factorial(sympy.Integer(10 ** 9), evaluate=False),
+             sympy.Mul(sympy.Pow(3, 10 ** 5, evaluate=False), sympy.Pow(3, 10 ** 5, evaluate=False), evaluate=False)]
+    assert [evaluate._exact_number(x) for x in huge] == [None, None, None]
+    assert evaluate._exact_number(sympy.Pow(2, 1000, evaluate=False)) == 2 ** 1000
+    assert evaluate._exact_number(sympy.Pow(2, sympy.Rational(1, 2), evaluate=False)) is None  # irrational
+    assert evaluate._exact_number(sympy.Float(0.5)) is None  # a decimal: the tolerance decides
+    assert time.monotonic() - t < 1.0
+    t = time.monotonic()
+    assert grade_math(boxed("2^{10^{10}}+1"), "2^{10^{10}}") is False
+    assert grade_math(boxed("10^{10^{10}}"), "10^{10^{10}}") is True  # the same text
+    assert time.monotonic() - t < evaluate.GRADE_TIMEOUT + 2
+
+
 def test_argument_order_gold_first():
     # math-verify is asymmetric: a relation gold accepts an interval answer, not the other way round
     assert grade_math(boxed("(1, 2)"), "1 < x < 2") is True
