@@ -20,8 +20,10 @@ Deliberate differences from the graders people usually compare with: Qwen2.5-Mat
 with) and plain math-verify 0.9.0:
   1. Only the last complete \\boxed{} counts. A box cut off by the token limit is no answer, and there is
      no fallback to "the answer is ..." or to the last number in the text.
-  2. Numbers are equal when |a - b| <= 1e-6 AND |a - b| <= 1e-5 * max(|a|, |b|). Qwen uses a relative
-     tolerance of 1e-4 (so 1234.5 == 1234.6); math-verify rounds to 6 decimals (so 1e-7 == 2e-7).
+  2. Numbers are equal when |a - b| <= 1e-6 AND |a - b| <= 1e-5 * max(|a|, |b|), if either is written as a
+     decimal (0.333333, 1.5e-8). Qwen uses a relative tolerance of 1e-4 (so 1234.5 == 1234.6); math-verify
+     rounds to 6 decimals (so 1e-7 == 2e-7). Exact numbers on both sides (integers, fractions, factorials,
+     integer powers, up to MAX_EXACT_BITS) are compared exactly: math-verify has 1/2006! == 1/2004!.
   3. Percent: `28\\%` equals `28` and `0.28`. Qwen also accepts 100x the gold value, so 5 == 500.
   4. Brackets matter: Qwen strips them, so (1, 2] == [1, 2) and an ordered pair equals an unordered
      set; here intervals keep their bracket types and tuples keep their order.
@@ -30,8 +32,9 @@ with) and plain math-verify 0.9.0:
   7. No input can hang or crash the caller: math-verify's timeouts use signal.alarm (main thread only,
      and they cannot interrupt a long C-level computation); here a watchdog kills the worker process
      after GRADE_TIMEOUT seconds, from any thread. Any failure is a wrong answer, never an exception.
-  8. Plain numbers, integer fractions and a\times10^{b} are compared by exact arithmetic before sympy is
+  8. Plain numbers, integer fractions and a\\times10^{b} are compared by exact arithmetic before sympy is
      involved (the same verdict, ~100x faster); answers over MAX_ANSWER_CHARS match only as identical text.
+     Exact values are bounded before they are computed (2^{10^{10}} is left to math-verify and the watchdog).
 
 Usage (re-grade result files, one row per file):
     python evaluate.py runs/greedy.jsonl runs/em_inf.jsonl
