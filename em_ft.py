@@ -54,7 +54,7 @@ import time
 import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
-                                                     set_optimizer_state_dict)
+                                                     set_model_state_dict, set_optimizer_state_dict)
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -221,6 +221,37 @@ def sample(model, tokenizer, prompts, max_new_tokens, pick_next, stop_ids):
 
 
 # ---- training plumbing shared by em_ft.py and em_rl.py: sharding, precision, data, rollouts, eval ----
+def load_for_training(args, rank, world, device, dtype, *, trainable=True):
+    """load_model, then prepare_model; under torchrun without a full copy of the model on every rank.
+
+    Under torchrun only rank 0 reads the checkpoint, into CPU memory. Every rank builds the model on
+    the meta device (shapes, no memory), shards it (prepare_model), allocates its own shards and
+    receives them from rank 0 one tensor at a time (set_model_state_dict with broadcast_from_rank0,
+    as torchtune loads). The other ranks then peak at their shards plus the largest single tensor
+    (the embedding), never the full model; no GPU holds more than its shards plus that tensor.
+    """
+    if world == 1:
+        model, tokenizer = load_model(args, device, dtype)
+        return prepare_model(model.requires_grad_(trainable), args, world, trainable=trainable), tokenizer
+    full, tokenizer = load_model(args, torch.device("cpu"), dtype) if rank == 0 else (None, None)
+    shared = [tokenizer, full.config, full.generation_config] if rank == 0 else [None] * 3
+    dist.broadcast_object_list(shared, src=0)  # what load_model gave rank 0, for every rank
+    tokenizer, config, generation_config = shared
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.generation_config = generation_config
+    model = prepare_model(model.requires_grad_(trainable), args, world, trainable=trainable)
+    model.to_empty(device=device)  # this rank's shards, uninitialized; tied embeddings stay one tensor
+    set_model_state_dict(model, full.state_dict() if rank == 0 else {},
+                         options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    # non-persistent buffers (the rotary inv_freq) are in no state dict: rank 0's, as from_pretrained set them
+    for name, buf in model.named_buffers():
+        if rank == 0:
+            buf.copy_(full.get_buffer(name))
+        dist.broadcast(buf, src=0)
+    return model, tokenizer
+
+
 def prepare_model(model, args, world, *, trainable=True):
     """Gradient checkpointing (optional), then FSDP2 when launched by torchrun.
 
@@ -634,12 +665,11 @@ def main(argv=None):
 
     # float32 master weights (AdamW updates of lr 1e-6 vanish in bf16); the forward runs in --dtype.
     # Resuming loads the latest weights (and tokenizer) saved in --out instead of --model.
-    model, tokenizer = load_model(argparse.Namespace(**{**vars(args), "model": args.out}) if state else args, device, torch.float32)
+    model, tokenizer = load_for_training(argparse.Namespace(**{**vars(args), "model": args.out}) if state else args,
+                                         rank, world, device, torch.float32)
     ref_model = None
     if args.kl_coef > 0:  # the frozen initial model, in the compute dtype: it never trains
-        ref_model, _ = load_model(args, device, dtype)
-        ref_model = prepare_model(ref_model.requires_grad_(False), args, world, trainable=False)
-    model = prepare_model(model, args, world)
+        ref_model, _ = load_for_training(args, rank, world, device, dtype, trainable=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     if state:
         restore_train_state(state, model, optimizer, device, rank, world)

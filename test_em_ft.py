@@ -17,7 +17,7 @@ import time
 import pytest
 import torch
 from torch.distributions import Categorical
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 import em_ft
 
@@ -355,6 +355,31 @@ def test_torchrun_cli_resumes_and_trains_with_kl_eval_checkpointing(tiny_model, 
     load(tmp_path)
 
 
+def test_sharded_loading_matches_a_plain_load(tiny_model, tmp_path):
+    """load_for_training under torchrun (meta model, shards from rank 0) == from_pretrained in one process,
+    on a model with tied embeddings (as SmolLM2): same weights, the tie kept, the rotary buffers set."""
+    from transformers import Qwen2ForCausalLM
+    tied = tmp_path / "tied"
+    config = AutoConfig.from_pretrained(tiny_model)
+    config.tie_word_embeddings = True
+    torch.manual_seed(3)
+    Qwen2ForCausalLM(config).save_pretrained(tied)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tied)
+    proc = subprocess.run(TORCHRUN + [os.path.abspath(__file__), "load", str(tied), str(tmp_path / "loaded.pt")],
+                          env=ENV, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = torch.load(tmp_path / "loaded.pt", weights_only=True)
+    plain = AutoModelForCausalLM.from_pretrained(tied)
+    assert got["tied"] == [True, True] and got["eos"] == plain.generation_config.eos_token_id
+    assert got["state"].keys() == plain.state_dict().keys()
+    for k, v in plain.state_dict().items():
+        assert torch.equal(got["state"][k], v), k
+    buffers = dict(plain.named_buffers())
+    assert got["buffers"].keys() == buffers.keys() and any("inv_freq" in k for k in buffers)
+    for k, v in buffers.items():
+        assert torch.equal(got["buffers"][k], v), k
+
+
 # ---------------------------------------------------------------------------------------------
 # torchrun worker: `python -m torch.distributed.run --nproc_per_node 2 test_em_ft.py MODEL REF OUT`
 # ---------------------------------------------------------------------------------------------
@@ -387,6 +412,27 @@ def fsdp_worker(model_dir, ref_dir, out):
     return result
 
 
+def load_worker(model_dir, out):
+    """Every rank loads with em_ft.load_for_training; rank 0 saves the gathered weights, buffers and ties."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    dist.init_process_group("gloo")
+    args = em_ft.parse_args(["--model", model_dir, "--dtype", "float32", "--device", "cpu"])
+    model, _ = em_ft.load_for_training(args, dist.get_rank(), dist.get_world_size(), torch.device("cpu"), torch.float32)
+    tied = [None] * dist.get_world_size()
+    dist.all_gather_object(tied, model.lm_head.weight is model.model.embed_tokens.weight)
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if dist.get_rank() == 0:
+        torch.save({"state": state, "buffers": {k: b.clone() for k, b in model.named_buffers()}, "tied": tied,
+                    "eos": model.generation_config.eos_token_id}, out)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 if __name__ == "__main__":
     sys.path.insert(0, HERE)
-    fsdp_worker(*sys.argv[1:4])
+    if sys.argv[1] == "load":
+        load_worker(*sys.argv[2:4])
+    else:
+        fsdp_worker(*sys.argv[1:4])
