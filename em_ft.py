@@ -3,7 +3,7 @@
 Objective (ours: a token mean over every response token of the step, see difference 1):
 
     L(theta) = sum_{i,t} H(pi_theta(. | x_i, y_i,<t)) / sum_i |y_i|  [+ kl_coef * KL_k3(pi_theta || pi_ref)],
-    y_i ~ pi_theta(. | x_i) at temperature 1, sampled without gradient and held fixed,
+    y_i ~ pi_theta(. | x_i) at --temperature (1), sampled without gradient and held fixed,
 
 with H(p) = -sum_v p_v log p_v in nats. Paper: Agarwal et al., "The Unreasonable Effectiveness of
 Entropy Minimization in LLM Reasoning", arXiv 2505.15134, Sec. 3.1, Eq. 2. Each step samples
@@ -22,14 +22,25 @@ optimizer settings below follow its EM-RL verl config):
     sampled tokens, exp(r) - r - 1 with r = log pi_ref(y_t) - log pi_theta(y_t) clamped to [-10, 10]
     (verl's low_var_kl, as in the official EM-RL), token-mean like the entropy term.
  3. Training data: the paper uses 35K NuminaMath prompts (25K Eurus-2 code prompts for coding);
-    --dataset defaults to math500 only because evaluate.py names it; pass your own .jsonl.
+    --dataset defaults to math500 only because evaluate.py names it; pass your own .jsonl. The
+    training prompt is the official EM-RL one (no EM-FT code exists): the paper's system prompt and
+    the problem followed by TRAIN_SUFFIX (verl's process_math.py); evaluation keeps the paper's prompt.
  4. Sampling: our batched KV-cache loop (no vLLM), plain temperature sampling (no top-k/top-p and
-    none of the model's generation_config), --micro-batch-size prompts per call.
+    none of the model's generation_config), --rollout-batch-size prompts decoded together. The loss
+    is the entropy of the model itself (T = 1) whatever --temperature sampled the responses: EM-FT
+    lowers the model's entropy, and the temperature only picks the responses it is measured on.
  5. Precision: float32 master weights; the forward runs in --dtype (bf16 on CUDA) under autocast in
     one process and through FSDP2's MixedPrecisionPolicy (fp32 gradient reduction) under torchrun.
  6. Stopping: the paper early-stops around 40 steps; --steps is a fixed count (default 40), with
     --eval-dataset/--eval-every to watch accuracy. The learning rate is constant (no warmup), as in
     the official config.
+
+Under torchrun (FSDP2) only rank 0 reads the checkpoint and each rank receives its shards
+(load_for_training). Rollouts and the --eval-dataset pass decode on weights all-gathered once per
+phase, not once per token (gathered): each rank then holds one full copy in the compute dtype while
+it decodes (7.6e9 params x 2 bytes = ~15 GB for Qwen2.5-Math-7B in bf16) and decodes its own
+--rollout-batch-size sequences at a time at its own pace. metrics.jsonl splits each step's seconds
+into time_rollout and time_update (the slowest rank's).
 
 Commands:
   1 GPU (a 1.5B model fits 80 GB with fp32 AdamW; 7B needs FSDP):

@@ -13,7 +13,7 @@ optimized per mini-batch with the PPO clipped surrogate, a token mean over the r
 
 with H(p) = -sum_v p_v log p_v in nats. Paper: Agarwal et al., "The Unreasonable Effectiveness of
 Entropy Minimization in LLM Reasoning", arXiv 2505.15134, Sec. 3.2. Each step samples --n responses
-for each of --batch-size prompts at temperature 1 (only the problem text is used), scores them with
+for each of --batch-size prompts at --temperature (1; only the problem text is used), scores them with
 the current policy without gradient (which also gives pi_old), and takes one AdamW step per
 --mini-batch-size prompts for --ppo-epochs epochs. Entropies and log-probs come from the final hidden
 states and the lm_head weight in chunks (entropy.response_entropy_logprob): the [B, T, V] logits never
@@ -34,10 +34,22 @@ Differences from the paper and the official code (shivamag125/EM_PT, a vendored 
     gradient beyond). The two agree wherever k3 < 10, i.e. everywhere in a healthy run.
  5. Rollouts: our batched KV-cache loop (no vLLM), plain temperature sampling (official: top_p 1, no
     top-k). Rewards and old log-probs come from a separate training-style forward, as in verl, not
-    from the sampler's logits: the PPO ratio then starts at exactly 1 in float32.
+    from the sampler's logits: the PPO ratio then starts at exactly 1 in float32. Rewards, old and
+    reference log-probs and the update all use softmax(z / --temperature), the distribution the
+    tokens were sampled from, as verl divides the logits by the rollout temperature (the paper's
+    T = 1 changes nothing); we scale the final hidden states instead, (h / T) W^T = z / T.
  6. Precision, training data and schedule as em_ft.py: float32 master weights, the forward in --dtype
     (bf16 on CUDA); the paper trains on 35K NuminaMath prompts (--dataset defaults to math500 only
-    because evaluate.py names it); constant learning rate; --steps is a fixed count.
+    because evaluate.py names it); constant learning rate; --steps is a fixed count. Training prompts
+    are the official ones: the paper's system prompt and the problem followed by TRAIN_SUFFIX (verl's
+    process_math.py); evaluation keeps the paper's prompt.
+
+Under torchrun (FSDP2) only rank 0 reads the checkpoint and each rank receives its shards
+(load_for_training). Rollouts and the --eval-dataset pass decode on weights all-gathered once per
+phase, not once per token (gathered): each rank then holds one full copy in the compute dtype while
+it decodes (7.6e9 params x 2 bytes = ~15 GB for Qwen2.5-Math-7B in bf16) and decodes its own
+--rollout-batch-size sequences at a time at its own pace. metrics.jsonl splits each step's seconds
+into time_rollout, time_score (rewards and old log-probs) and time_update (the slowest rank's).
 
 Commands:
   1 GPU (a 1.5B model fits 80 GB with fp32 AdamW; 7B needs FSDP):
