@@ -1,6 +1,10 @@
 """entropy.py: the entropy math shared by EM-FT, EM-RL and EM-INF (arXiv 2505.15134). Read this first.
 
-Everything here is in nats, computed in float32 whatever the input dtype.
+Everything here is in nats. Precision: the softmax statistics (max, logsumexp, E_p[z], the entropy
+and its gradient) are always computed in float32, whatever the input dtype. The vocabulary
+projection in the *_from_hidden functions runs its matmuls, forward and backward, in the compute
+dtype of the model's forward (bf16 under autocast or FSDP2 mixed precision) with float32
+accumulation; see _ChunkedHead.
 
     token entropy     H(z) = -sum_v p_v log p_v,  p = softmax(z)
     stable form       H(z) = logsumexp(z) - sum_v p_v z_v
@@ -28,8 +32,9 @@ import torch
 # ---------------------------------------------------------------------------------------------
 # Compilation switch. `torch.compile` turns the few small pure functions below into fused kernels
 # (one read of the logits instead of ~6 for the eager log_softmax formula). Scripts call
-# `set_compile(args.compile)`; EM_COMPILE=0 switches it off from the environment. If compilation
-# fails (no C++ compiler, unsupported platform) we warn once and fall back to eager, same math.
+# `set_compile(args.compile)`; EM_COMPILE=0 switches it off from the environment. If compiling
+# fails (no C++ compiler, no Triton, unsupported platform) we warn once and fall back to eager, same
+# math; errors of running a function (e.g. CUDA out of memory) propagate and compilation stays on.
 # ---------------------------------------------------------------------------------------------
 _COMPILE = os.environ.get("EM_COMPILE", "1") != "0"
 
@@ -40,25 +45,51 @@ def set_compile(enabled: bool) -> None:
     _COMPILE = bool(enabled)
 
 
+def _is_compile_failure(e: Exception) -> bool:
+    """True for a failure of torch.compile itself, False for an error of running the function.
+
+    Compilation is lazy: it happens at the first call and again at any call that needs a new kernel
+    (a new dtype or rank), so a compile failure can surface at any call; the exception class tells
+    the two apart. torch 2.13 reports compile failures as BackendCompilerFailed (its subclass
+    InductorError wraps a failing C++ or Triton build), InternalTorchDynamoError (a bug while
+    tracing), TritonMissing or GPUTooOldForTriton. An error of the function itself (a shape
+    mismatch the eager code raises too: TorchRuntimeError while tracing, RuntimeError when running;
+    torch.OutOfMemoryError) is none of these.
+    """
+    from torch._dynamo.exc import BackendCompilerFailed, InternalTorchDynamoError
+    from torch._inductor.exc import GPUTooOldForTriton, TritonMissing
+    return isinstance(e, (BackendCompilerFailed, InternalTorchDynamoError, TritonMissing, GPUTooOldForTriton))
+
+
 def compiled(fn):
-    """Decorator: run `torch.compile(fn, dynamic=True)` when enabled, else `fn`; eager on failure.
+    """Decorator: run `torch.compile(fn, dynamic=True)` when enabled, else `fn`; eager if compiling fails.
 
     dynamic=True keeps one compiled kernel for every batch size / vocabulary size instead of
     recompiling per shape (decode batches shrink and grow; chunks have a ragged last piece).
+    A compile failure switches this function to eager for the rest of the process (with one
+    warning); a runtime error propagates to the caller and the next call is compiled again.
     """
     state = {"fn": None, "broken": False}
+
+    def fall_back(e, args):
+        state["broken"] = True
+        warnings.warn(f"torch.compile failed for {fn.__name__} ({type(e).__name__}: {' '.join(str(e).split())[:200]}); using eager")
+        return fn(*args)
 
     def wrapper(*args):
         if not _COMPILE or state["broken"]:
             return fn(*args)
         if state["fn"] is None:
-            state["fn"] = torch.compile(fn, dynamic=True)
+            try:
+                state["fn"] = torch.compile(fn, dynamic=True)
+            except Exception as e:  # torch.compile refuses this platform (e.g. an unsupported Python)
+                return fall_back(e, args)
         try:
             return state["fn"](*args)
-        except Exception as e:  # compile-time failure only; the eager function has the same math
-            state["broken"] = True
-            warnings.warn(f"torch.compile failed for {fn.__name__} ({type(e).__name__}); using eager")
-            return fn(*args)
+        except Exception as e:
+            if not _is_compile_failure(e):
+                raise  # an error of this call, not of the compiler: eager would fail the same way
+            return fall_back(e, args)
 
     wrapper.__name__, wrapper.__doc__, wrapper.eager = fn.__name__, fn.__doc__, fn
     return wrapper
@@ -119,22 +150,26 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 @compiled
-def _entropy_logprob_grad(z, target, g_h, g_lp):
-    """d(g_h * H + g_lp * log p_target)/dz for float32 logits z [N, V], closed form.
+def _entropy_logprob_grad(z, target, g_h, g_lp, out_dtype):
+    """d(g_h * H + g_lp * log p_target)/dz for logits z [N, V], closed form, returned in out_dtype.
 
     dH/dz = -p (z - E_p[z]);  d log p_y / dz = onehot(y) - p.   target < 0 means "no target".
+    The math runs in float32 (bf16 logits are upcast first); only the result is cast to out_dtype,
+    the dtype of the matmuls that consume it (fused with the rest when compiled).
     """
+    z = z.float()
     _, zc, _, ez, p = _entropy_stats(z)
     # -p (z - E_p[z]) = -p ((z - m) - E_p[z - m]); masked entries (p = 0, z = -inf) get exactly 0
     dh = torch.where(p > 0, -p * (zc - ez), torch.zeros_like(p))
     onehot = (torch.arange(z.shape[-1], device=z.device) == target.unsqueeze(-1)).to(z.dtype)
     g_lp = torch.where(target >= 0, g_lp, torch.zeros_like(g_lp))  # no target: log p is the constant 0
-    return g_h.unsqueeze(-1) * dh + g_lp.unsqueeze(-1) * (onehot - p)
+    return (g_h.unsqueeze(-1) * dh + g_lp.unsqueeze(-1) * (onehot - p)).to(out_dtype)
 
 
 @compiled
 def _entropy_logprob(z, target):
-    """(H [N], log p_target [N]) of float32 logits z [N, V] in one pass; log p = 0 where target < 0."""
+    """(H [N], log p_target [N]) of logits z [N, V] (upcast to float32) in one pass; log p = 0 where target < 0."""
+    z = z.float()
     m, _, log_s, ez, _ = _entropy_stats(z)
     h = (log_s - ez).squeeze(-1).clamp_min(0.0)
     z_y = z.gather(-1, target.clamp_min(0).unsqueeze(-1))
@@ -145,6 +180,35 @@ def _entropy_logprob(z, target):
 # ---------------------------------------------------------------------------------------------
 # Entropy (and log-probs) from hidden states, chunked: the [N, V] logits never exist at once
 # ---------------------------------------------------------------------------------------------
+def _head_dtype(hidden: torch.Tensor) -> torch.dtype:
+    """The dtype the vocabulary projection runs in: the dtype the model's own forward used.
+
+    One process (em_ft.py / em_rl.py): torch.autocast over float32 weights. The residual stream
+    stays float32 there (fp32 embeddings + bf16 block outputs = fp32, and RMSNorm returns its input
+    dtype), so the final hidden states are float32 but every linear layer ran in autocast's dtype:
+    so does this projection. FSDP2 with MixedPrecisionPolicy(param_dtype=bf16): hidden states and
+    the gathered lm_head weight are already bf16. Otherwise: hidden's dtype (float32 / float64).
+    """
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device) and hidden.dtype != torch.float64:  # autocast leaves fp64 alone
+        return torch.get_autocast_dtype(device)
+    return hidden.dtype
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b in the inputs' dtype, accumulated in float32 by the GEMM, result float32 where possible.
+
+    CUDA with bf16/fp16 inputs: one cuBLAS GEMM that also writes float32 (torch.mm out_dtype), so
+    nothing is rounded to bf16 after the float32 accumulation. Elsewhere (CPU has no such kernel)
+    the GEMM still accumulates in float32 but rounds its result to the input dtype once (relative
+    error <= 2^-8 for bf16); callers upcast it or add it into a float32 buffer. float32 / float64
+    inputs: a plain a @ b.
+    """
+    if a.is_cuda and a.dtype in (torch.bfloat16, torch.float16):
+        return torch.mm(a, b, out_dtype=torch.float32)
+    return a @ b
+
+
 class _ChunkedHead(torch.autograd.Function):
     """H and log p_target of softmax(hidden @ weight.T), chunk by chunk over the N rows.
 
@@ -152,42 +216,58 @@ class _ChunkedHead(torch.autograd.Function):
     the closed-form gradient g_z (see _entropy_logprob_grad), then
         grad_hidden[chunk] = g_z @ weight          [c, V] x [V, d]
         grad_weight       += g_z.T @ hidden[chunk] [V, c] x [c, d]
-    Peak extra memory: a few [chunk_size, V] float32 buffers instead of several [N, V] ones.
+    Precision: all three matmuls run in `dtype`, the forward's compute dtype (_head_dtype: bf16
+    under autocast or FSDP2), which backward reuses, so it recomputes exactly the logits the
+    forward used; the GEMMs accumulate in float32, the softmax math is float32, g_z is cast to
+    `dtype` for its two matmuls, and grad_weight is summed over chunks in a float32 buffer, then
+    cast to weight's dtype once. In bf16 each gradient entry is within ~2^-8 of its size scale
+    (see test_entropy.py for the bound), against float32 matmuls that run ~4-16x slower.
+    Peak extra memory: a few [chunk_size, V] buffers instead of several [N, V] ones, plus a
+    [V, d] copy of weight in `dtype` (only when weight is float32 under autocast) and, when
+    `dtype` is bf16, one [V, d] product per chunk before it is added into the float32 sum.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, target, chunk_size):
+    def forward(ctx, hidden, weight, target, chunk_size, dtype):
         h_out = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
         lp_out = torch.empty_like(h_out)
-        w = weight.to(hidden.dtype)  # e.g. bf16 hidden states under autocast, fp32 master weight
-        for i in range(0, hidden.shape[0], chunk_size):
-            z = (hidden[i:i + chunk_size] @ w.T).float()  # [c, V] logits of this chunk
-            h_out[i:i + chunk_size], lp_out[i:i + chunk_size] = _entropy_logprob(z, target[i:i + chunk_size])
+        w = weight.to(dtype)  # [V, d]: a bf16 copy of a float32 master weight under autocast, else no copy
+        with torch.autocast(hidden.device.type, enabled=False):  # the matmuls run in `dtype`, explicitly
+            for i in range(0, hidden.shape[0], chunk_size):
+                z = _matmul(hidden[i:i + chunk_size].to(dtype), w.T)  # [c, V] logits of this chunk
+                h_out[i:i + chunk_size], lp_out[i:i + chunk_size] = _entropy_logprob(z, target[i:i + chunk_size])
         ctx.save_for_backward(hidden, weight, target)
-        ctx.chunk_size = chunk_size
+        ctx.chunk_size, ctx.dtype = chunk_size, dtype
         return h_out, lp_out
 
     @staticmethod
     def backward(ctx, g_h, g_lp):
         hidden, weight, target = ctx.saved_tensors
-        c = ctx.chunk_size
+        c, dtype = ctx.chunk_size, ctx.dtype
         g_h = torch.zeros(hidden.shape[0], device=hidden.device) if g_h is None else g_h.float()
         g_lp = torch.zeros_like(g_h) if g_lp is None else g_lp.float()
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        # weight gradient accumulated in float32 across chunks (no-op casts when everything is fp32)
-        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
-        w = weight.to(hidden.dtype)
-        for i in range(0, hidden.shape[0], c):
-            h = hidden[i:i + c]
-            z = (h @ w.T).float()  # recompute the chunk's logits
-            g_z = _entropy_logprob_grad(z, target[i:i + c], g_h[i:i + c], g_lp[i:i + c])  # [c, V] fp32
-            if grad_hidden is not None:
-                grad_hidden[i:i + c] = g_z.to(hidden.dtype) @ w
-            if grad_weight is not None:
-                grad_weight.addmm_(g_z.T, h.float())
+        # the weight gradient is a sum over all N rows: accumulate it in float32 (float64 stays float64)
+        acc_dtype = torch.promote_types(dtype, torch.float32)
+        grad_weight = torch.zeros_like(weight, dtype=acc_dtype) if ctx.needs_input_grad[1] else None
+        w = weight.to(dtype)
+        with torch.autocast(hidden.device.type, enabled=False):
+            for i in range(0, hidden.shape[0], c):
+                h = hidden[i:i + c].to(dtype)  # [c, d]
+                z = _matmul(h, w.T)  # recompute the chunk's logits, exactly as forward did
+                g_z = _entropy_logprob_grad(z, target[i:i + c], g_h[i:i + c], g_lp[i:i + c], dtype)  # [c, V]
+                if grad_hidden is not None:
+                    # dL/dh = g_z @ W   [c, V] x [V, d], stored in hidden's dtype
+                    grad_hidden[i:i + c] = _matmul(g_z, w)
+                if grad_weight is not None:
+                    # dL/dW += g_z^T @ h   [V, c] x [c, d]; one GEMM into the buffer when it has the compute dtype
+                    if dtype == acc_dtype:
+                        grad_weight.addmm_(g_z.T, h)
+                    else:
+                        grad_weight += _matmul(g_z.T, h)  # bf16 product (float32 on CUDA) added in float32
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
-        return grad_hidden, grad_weight, None, None
+        return grad_hidden, grad_weight, None, None, None
 
 
 def default_chunk_size(vocab_size: int, device: torch.device) -> int:
@@ -205,12 +285,15 @@ def entropy_and_logprob_from_hidden(hidden, weight, target, chunk_size=None):
     chunk, default default_chunk_size(V, device) (at V = 152,064: 110 rows on a CPU, 1765 on a GPU).
     returns: (H [N] float32 nats, log p [N] float32). Differentiable w.r.t. hidden and weight, with
     the closed-form gradients dH/dz = -p (z - E_p[z]) and d log p_y/dz = onehot(y) - p, recomputed
-    chunk by chunk (chunk_size rows at a time) in backward.
+    chunk by chunk (chunk_size rows at a time) in backward. The matmuls, forward and backward, run
+    in autocast's dtype when autocast is on (float32 hidden states under autocast are cast per
+    chunk), else in hidden's dtype, with float32 accumulation (see _ChunkedHead); gradients come
+    back in hidden's and weight's own dtypes.
     """
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
         raise ValueError(f"expected hidden [N, d] and weight [V, d], got {tuple(hidden.shape)} and {tuple(weight.shape)}")
     chunk_size = chunk_size or default_chunk_size(weight.shape[0], hidden.device)
-    return _ChunkedHead.apply(hidden, weight, target.long(), int(chunk_size))
+    return _ChunkedHead.apply(hidden, weight, target.long(), int(chunk_size), _head_dtype(hidden))
 
 
 def entropy_from_hidden(hidden, weight, chunk_size=None):

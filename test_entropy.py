@@ -1,6 +1,7 @@
 """Tests for entropy.py against independent references: float64 naive formulas,
 torch.distributions.Categorical, autograd through materialized float64 logits, and gradcheck."""
 import math
+import warnings
 
 import pytest
 import torch
@@ -118,6 +119,140 @@ def test_entropy_and_logprob_gradients_match_autograd(chunk_size):
     torch.testing.assert_close(wx.grad.double(), wr.grad, atol=1e-4, rtol=1e-4)
 
 
+# bf16 head: the error bound the tests below assert, derived rather than measured.
+# bfloat16 keeps 8 significant bits (ulp(1) = 2^-7), so rounding to nearest has relative error
+# <= u = 2^-8 (confirmed: CPU bf16 GEMMs return the exact product rounded once). Against
+# exact arithmetic on the same bf16 inputs (h, W), the bf16 path of _ChunkedHead makes, per entry:
+#   logits  z = h W^T, float32 accumulation, rounded to bf16 on CPU:  |dz| <= u |z|
+#   g = dL/dz in float32 from the rounded z:  |dg| <= |J| |dz|, J = d^2 L / dz^2 (V x V per row)
+#   then g is rounded to bf16 for its two matmuls:  + u |g|
+#   grad_h = g W: one more rounding of the result (bf16 on CPU, or into a bf16 hidden)
+#   grad_W = sum over chunks of g^T h: each chunk's product rounded once (on CPU), the sum kept
+#            in float32, rounded once more into a bf16 weight:  <= 2 u |g|^T |h|
+# so, to first order in u:  |d grad_h| <= (|J| u|z| + 2u|g|) @ |W|,
+#                           |d grad_W| <= (|J| u|z| + 3u|g|)^T @ |h|,
+#                           |d H| <= u sum_v |dH/dz_v| |z_v|  (the same for log p).
+# The tests allow twice that (second-order terms) plus 1e-5 (float32 softmax arithmetic, for
+# entries whose bound is ~0). A float32 accumulation that lost its float32 buffer (bf16 partial
+# sums over the chunks) breaks it: each of n chunks would add u |running sum|.
+BF16_U = 2.0 ** -8
+
+
+def bf16_head_reference(h, w, target, g_h, g_lp):
+    """Float64 autograd through the materialized logits of the bf16-rounded inputs, and the bounds above.
+
+    Returns {name: (reference, allowed error)} for H, log p, grad_h and grad_W.
+    """
+    hb, wb = h.detach().bfloat16().double(), w.detach().bfloat16().double()  # what the bf16 matmuls see
+    hr, wr = hb.clone().requires_grad_(), wb.clone().requires_grad_()
+    z = hr @ wr.T
+    logp = torch.log_softmax(z, -1)
+    H = -(logp.exp() * logp).sum(-1)
+    lp = torch.where(target >= 0, logp.gather(-1, target.clamp_min(0)[:, None]).squeeze(-1), 0.0)
+    L = (H * g_h).sum() + (lp * g_lp).sum()
+    dH_dz, dlp_dz, g = (torch.autograd.grad(f, z, retain_graph=True)[0] for f in (H.sum(), lp.sum(), L))  # [N, V]
+    grad_h, grad_w = torch.autograd.grad(L, [hr, wr])
+
+    def row_loss(zr, y, gh, glp):  # L of one row, for its Hessian J [V, V]
+        lr = torch.log_softmax(zr, -1)
+        lp_r = torch.where(y >= 0, lr.gather(0, y.clamp_min(0)[None])[0], torch.zeros((), dtype=zr.dtype))
+        return gh * -(lr.exp() * lr).sum() + glp * lp_r
+
+    J = torch.func.vmap(torch.func.hessian(row_loss))(z.detach(), target, g_h, g_lp)  # [N, V, V]
+    dz = BF16_U * z.detach().abs()
+    J_dz = (J.abs() @ dz.unsqueeze(-1)).squeeze(-1)  # [N, V] first-order bound of |dg| from |dz|
+    ag = g.abs()
+    bounds = {"H": (dH_dz.abs() * dz).sum(-1), "lp": (dlp_dz.abs() * dz).sum(-1),
+              "grad_h": (J_dz + 2 * BF16_U * ag) @ wb.abs(), "grad_w": (J_dz + 3 * BF16_U * ag).T @ hb.abs()}
+    refs = {"H": H.detach(), "lp": lp.detach(), "grad_h": grad_h, "grad_w": grad_w}
+    return {k: (refs[k], 2 * bounds[k] + 1e-5) for k in refs}
+
+
+def assert_within(name, got, ref, allowed):
+    err = (got.double() - ref).abs()
+    worst = (err / allowed).max().item()
+    assert worst <= 1.0, f"{name}: error {err.max().item():.3g} exceeds the bf16 bound ({worst:.2f}x of it)"
+
+
+@pytest.mark.parametrize("chunk_size", [4, 64])
+@pytest.mark.parametrize("mode", ["bf16", "autocast"])
+def test_entropy_and_logprob_bf16_gradients_within_bound(mode, chunk_size):
+    """bf16 hidden and weight (FSDP2's MixedPrecisionPolicy), and float32 ones under torch.autocast
+    (one process; backward outside autocast, as in the training scripts): H, log p and both
+    gradients stay within the bf16 bound derived above, and come back in the inputs' dtypes."""
+    N, d, V = 40, 32, 300
+    gen = torch.Generator().manual_seed(1)
+    h = torch.randn(N, d, generator=gen)
+    w = torch.randn(V, d, generator=gen) * (2.0 / math.sqrt(d))  # logits of std ~2, max ~8
+    target = torch.randint(0, V, (N,), generator=gen)
+    target[::5] = -1
+    g_h, g_lp = torch.randn(N, dtype=torch.float64, generator=gen), torch.randn(N, dtype=torch.float64, generator=gen)
+    expected = bf16_head_reference(h, w, target, g_h, g_lp)
+
+    dtype = torch.bfloat16 if mode == "bf16" else torch.float32
+    hx, wx = h.to(dtype).requires_grad_(), w.to(dtype).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "autocast"):
+        H, lp = entropy.entropy_and_logprob_from_hidden(hx, wx, target, chunk_size=chunk_size)
+    ((H * g_h.float()).sum() + (lp * g_lp.float()).sum()).backward()
+    assert H.dtype == lp.dtype == torch.float32 and hx.grad.dtype == wx.grad.dtype == dtype
+    for name, got in [("H", H), ("lp", lp), ("grad_h", hx.grad), ("grad_w", wx.grad)]:
+        assert_within(name, got, *expected[name])
+
+
+@pytest.mark.parametrize("mode", ["bf16", "autocast"])
+def test_bf16_weight_gradient_sums_chunks_in_float32(mode):
+    """512 chunks of one row whose weight-gradient terms all have the same sign: a bf16 running
+    sum would stop growing once it is 2^8 times a term (each new term rounds away), far outside the
+    bound; the float32 buffer keeps the sum within it."""
+    N, d, V = 512, 8, 50
+    gen = torch.Generator().manual_seed(2)
+    h = torch.randn(N, d, generator=gen).abs()  # positive rows
+    w = torch.randn(V, d, generator=gen) * 0.3
+    target = torch.full((N,), 3)  # the same target everywhere: dlog p_3/dz_3 = 1 - p_3 > 0 on every row
+    g_h, g_lp = torch.zeros(N, dtype=torch.float64), torch.ones(N, dtype=torch.float64)
+    ref, allowed = bf16_head_reference(h, w, target, g_h, g_lp)["grad_w"]
+    dtype = torch.bfloat16 if mode == "bf16" else torch.float32
+    wx = w.to(dtype).requires_grad_()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 512 tiny chunks: OpenMP hand-offs would cost ~1 ms per op on a busy machine
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "autocast"):
+            _, lp = entropy.entropy_and_logprob_from_hidden(h.to(dtype), wx, target, chunk_size=1)
+        lp.sum().backward()
+    finally:
+        torch.set_num_threads(threads)
+    assert_within("grad_w", wx.grad, ref, allowed)
+
+
+def test_head_matmuls_run_in_the_forward_compute_dtype():
+    """Every matmul of forward and backward sees bf16 operands when the forward ran under bf16
+    autocast over float32 hidden states and weights (the one-process training setup), and float32
+    ones without autocast: backward follows the forward's dtype, not the saved tensors' dtype."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class RecordMatmuls(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.dtypes = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.addmm_):
+                operands = args[1:3] if len(args) == 3 else args  # mm(a, b) / addmm(acc, a, b): the two factors
+                self.dtypes.append(tuple(t.dtype for t in operands))
+            return func(*args, **(kwargs or {}))
+
+    for autocast, want in [(True, torch.bfloat16), (False, torch.float32)]:
+        hidden, weight = torch.randn(10, 8, requires_grad=True), torch.randn(50, 8, requires_grad=True)
+        with RecordMatmuls() as rec:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                h = entropy.entropy_from_hidden(hidden, weight, chunk_size=4)
+            h.sum().backward()
+        # 3 chunks: 3 forward logits + 3 recomputed logits + 3 grad_h + 3 grad_W matmuls
+        assert len(rec.dtypes) == 12, rec.dtypes
+        assert all(dt == (want, want) for dt in rec.dtypes), rec.dtypes
+        assert hidden.grad.dtype == weight.grad.dtype == torch.float32
+
+
 def test_entropy_from_hidden_gradcheck():
     """Finite differences in float64 (the forward itself is float32, so compare grads of a float64
     closed form via autograd instead): gradcheck of the hidden/weight gradient of sum(H)."""
@@ -159,14 +294,16 @@ def test_entropy_from_hidden_bf16_close_to_float64():
     torch.testing.assert_close(h.double(), ref, atol=0.05, rtol=0.02)  # bf16 matmul rounding only
 
 
-def test_entropy_from_hidden_compiled_equals_eager():
+@pytest.mark.parametrize("autocast", [False, True])
+def test_entropy_from_hidden_compiled_equals_eager(autocast):
     N, d, V = 20, 8, 77
     hidden, weight = torch.randn(N, d), torch.randn(V, d)
     target = torch.randint(0, V, (N,))
 
     def run():
         hx, wx = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
-        H, lp = entropy.entropy_and_logprob_from_hidden(hx, wx, target, chunk_size=6)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            H, lp = entropy.entropy_and_logprob_from_hidden(hx, wx, target, chunk_size=6)
         (H.sum() - lp.sum()).backward()
         return H, lp, hx.grad, wx.grad
 
@@ -177,8 +314,73 @@ def test_entropy_from_hidden_compiled_equals_eager():
         comp = run()
     finally:
         entropy.set_compile(False)
-    for a, b in zip(comp, eager):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # the same float32 math on the same logits; under autocast the fused and the eager cast of g_z
+    # to bf16 may round a float32 value that differs in its last bits to neighbouring bf16 values
+    grad_tol = dict(atol=1e-5, rtol=1e-5) if not autocast else dict(atol=1e-3, rtol=2.0 ** -7)
+    for a, b, tol in zip(comp, eager, [dict(atol=1e-5, rtol=1e-5)] * 2 + [grad_tol] * 2):
+        torch.testing.assert_close(a, b, **tol)
+
+
+# ---------------------------------------------------------------------------------------------
+# entropy.compiled: eager only when compiling fails; runtime errors propagate
+# ---------------------------------------------------------------------------------------------
+def compile_with(monkeypatch, backend):
+    """Make entropy.compiled compile through `backend` (a real torch.compile, a fake compiler)."""
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend=backend, **kw))
+    monkeypatch.setattr(entropy, "_COMPILE", True)
+
+
+def test_compiled_falls_back_to_eager_when_compiling_fails(monkeypatch):
+    attempts = []
+
+    def broken_compiler(gm, example_inputs):  # what a missing C++ compiler or Triton looks like
+        attempts.append(1)
+        raise RuntimeError("C++ compiler not found")
+
+    compile_with(monkeypatch, broken_compiler)
+
+    @entropy.compiled
+    def double(x):
+        return 2 * x
+
+    with pytest.warns(UserWarning, match="torch.compile failed for double"):
+        assert torch.equal(double(torch.ones(3)), torch.full((3,), 2.0))  # the eager result, this call
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning
+        assert torch.equal(double(torch.ones(4)), torch.full((4,), 2.0))
+    assert len(attempts) == 1  # eager for good: no second compile attempt
+
+
+def test_compiled_lets_runtime_errors_through_and_stays_compiled(monkeypatch):
+    runs = {"compiled": 0, "oom": False}
+
+    def counting_compiler(gm, example_inputs):  # compiles fine; its kernel can run out of memory
+        def kernel(*args):
+            runs["compiled"] += 1
+            if runs["oom"]:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return gm.forward(*args)
+        return kernel
+
+    compile_with(monkeypatch, counting_compiler)
+
+    @entropy.compiled
+    def add(x, y):
+        return x + y
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback would warn
+        with pytest.raises(RuntimeError, match="size of tensor"):  # the shape error eager raises too
+            add(torch.ones(3), torch.ones(4))
+        assert torch.equal(add(torch.ones(3), torch.ones(3)), torch.full((3,), 2.0))
+        assert runs["compiled"] == 1  # the shape error did not switch compilation off
+        runs["oom"] = True
+        with pytest.raises(torch.OutOfMemoryError):
+            add(torch.ones(3), torch.ones(3))
+        runs["oom"] = False
+        assert torch.equal(add(torch.ones(3), torch.ones(3)), torch.full((3,), 2.0))
+        assert runs["compiled"] == 3  # after the out-of-memory error the compiled kernel runs again
 
 
 # ---------------------------------------------------------------------------------------------
