@@ -7,7 +7,10 @@ a \\boxed{} answer, a mix of correct and wrong integers, fractions vs decimals, 
 tuples/sets/intervals, scientific notation, and truncated responses with no final box. Each repeat starts a
 fresh math-verify worker (its start-up is timed separately) so the parse caches are cold, as in a real run
 where every answer is new. Every verdict is also checked against the label the generator gave it.
-Target (issue 3): 1000 answers well under a minute on 2 CPU cores. Prints markdown tables with medians.
+Target (issue 3): 1000 answers well under a minute on 2 CPU cores; issue 10 kept it within 1.5x of 8.7 s.
+Then the code sandbox: the wall time of evaluate.run_code on a trivial program (call-based and stdin), i.e. the
+per-program start-up cost (namespaces, mounts, interpreter start, LiveCodeBench's import header, guard).
+Prints markdown tables with medians.
 """
 import argparse
 import os
@@ -73,6 +76,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1000, help="number of answers to grade (issue 3: a thousand)")
     p.add_argument("--repeats", type=int, default=3, help="timed passes over all answers, each with a fresh worker")
+    p.add_argument("--code-runs", type=int, default=20, help="trivial programs timed through run_code, per kind "
+                                                              "(ours: 20 gives a stable median; 0 skips)")
     args = p.parse_args()
     cases = make_cases(args.n)
 
@@ -107,6 +112,27 @@ def main():
     for kind, times in sorted(per_kind.items()):
         print(f"| {kind} | {len(times) // args.repeats} | {1e3 * statistics.median(times):.2f} | "
               f"{1e3 * max(times):.1f} |")
+    if args.code_runs:
+        code_startup(args.code_runs)
+
+
+def code_startup(runs):
+    """Median wall time of run_code on a trivial program: the sandbox's cost per program, interleaved kinds."""
+    mode = evaluate._sandbox_mode()  # the one-time probe, not timed
+    kinds = {"call-based (import + asserts + marker)": ("def f(x):\n    return x + 1\n", "assert f(1) == 2"),
+             "stdin/stdout (run as __main__)": ("print(int(input()) + 1)\n", [{"input": "1\n", "output": "2\n"}])}
+    times = {kind: [] for kind in kinds}
+    for _ in range(runs):
+        for kind, (code, tests) in kinds.items():
+            t = time.perf_counter()
+            ok = evaluate.run_code(code, tests)
+            times[kind].append(time.perf_counter() - t)
+            assert ok, f"the trivial {kind} program failed"
+    isolation = "PID/network/mount namespaces" if mode.namespaces else f"fallback ({mode.why})"
+    print(f"\n### evaluate.run_code start-up per program, {isolation} (median of {runs})\n")
+    print("| program | median ms | min ms |\n|---|---|---|")
+    for kind, ts in times.items():
+        print(f"| {kind} | {1e3 * statistics.median(ts):.1f} | {1e3 * min(ts):.1f} |")
 
 
 if __name__ == "__main__":
