@@ -44,13 +44,13 @@ def peak_mib(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def forward_with_logits(model, batch):
+def forward_with_logits(model, batch, temperature=1.0):
     """The materialized-logits baseline of em_ft.forward_entropy_logprob: same outputs, [B, T, V] logits."""
     pos = (batch["attention_mask"].cumsum(-1) - 1).clamp_min(0)
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=pos,
                    use_cache=False).logits  # [B, T, V]
     targets, mask = entropy.next_token_targets(batch["input_ids"], batch["response_mask"])
-    z = logits[:, :-1].float()
+    z = logits[:, :-1].float() / temperature
     h = entropy.token_entropy(z) * mask
     logp = entropy.sampled_logprobs(z, targets) * mask
     return h, logp, mask
@@ -59,6 +59,7 @@ def forward_with_logits(model, batch):
 def em_ft_child(variant, a):
     """One process, one variant: warm-up step, then --repeats timed steps; prints one JSON line."""
     args = em_ft.parse_args(["--model", a.model, "--batch-size", str(a.batch), "--micro-batch-size", str(a.batch),
+                             "--rollout-batch-size", str(a.batch),
                              "--max-new-tokens", str(a.response_tokens), "--seed", "0"])
     rank, world, device, dtype = em_ft.setup(args)
     if variant == "logits":
@@ -76,7 +77,8 @@ def em_ft_child(variant, a):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        batches = em_ft.rollout(model, tokenizer, prompts, args, stop_ids, device, dtype)
+        batches = em_ft.micro_batches(em_ft.rollout(model, tokenizer, prompts, args, stop_ids, device, dtype), args,
+                                      tokenizer.pad_token_id)
         if device.type == "cuda":
             torch.cuda.synchronize()
         t1 = time.perf_counter()
@@ -132,7 +134,8 @@ def em_rl_setup(model_path, max_new_tokens, kl_coef):
 
     args = em_rl.parse_args(["--model", model_path, "--dataset", os.path.join(ROOT, "data", "mini_math.jsonl"),
                              "--batch-size", str(RL_PROMPTS), "--mini-batch-size", str(RL_PROMPTS), "--n", str(RL_N),
-                             "--micro-batch-size", str(RL_ROWS), "--max-new-tokens", str(max_new_tokens),
+                             "--micro-batch-size", str(RL_ROWS), "--rollout-batch-size", str(RL_ROWS),
+                             "--max-new-tokens", str(max_new_tokens),
                              "--kl-coef", str(kl_coef), "--seed", "0"])
     rank, world, device, dtype = em_rl.setup(args)
     model, tokenizer = em_rl.load_model(args, device, torch.float32)
@@ -159,7 +162,8 @@ def em_rl_steps_child(model_path, repeats):
     phases, tokens = {"rollout_s": [], "reward_s": [], "update_s": []}, []
     for step in range(1, repeats + 2):  # step 1 is the warm-up
         t0 = now()
-        minibatches = [em_rl.rollout(model, tokenizer, em_rl.step_prompts(prompts, step, args, 0, 1), args, stop_ids, device, dtype)]
+        samples = em_rl.rollout(model, tokenizer, em_rl.step_prompts(prompts, step, args, 0, 1), args, stop_ids, device, dtype)
+        minibatches = [em_rl.micro_batches(samples, args, tokenizer.pad_token_id)]
         t1 = now()
         sums, _ = em_rl.score_rollouts(model, ref_model, minibatches, args, device, dtype)
         t2 = now()
