@@ -277,6 +277,99 @@ def test_pick_next_applies_the_leaked_filters():
         assert lo <= others <= hi
 
 
+# ---------------------------------------------------------------------------------------------------------
+# the decode loop: finished rows leave the batch, new prompts take their rows
+# ---------------------------------------------------------------------------------------------------------
+def decode_all(model, tok, prompts, n, pick, stop_ids, batch_size, **kw):
+    """{prompt index: (tokens, stats)} from em_inf.sample, whatever the order rows finish in."""
+    return {i: (r, st) for i, r, st in em_inf.sample(model, tok, prompts, n, pick, stop_ids, batch_size, **kw)}
+
+
+@pytest.fixture(scope="module")
+def tiny_prompts(tiny_model, mini_math):
+    import evaluate
+    tok = AutoTokenizer.from_pretrained(tiny_model, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    prompts = [evaluate.build_prompt(tok, r) for r in evaluate.load_problems(mini_math, limit=5)]
+    return model, tok, prompts
+
+
+# static batches, drop-only (the training rollout), continuous with a refill per finished row or per two
+BATCHINGS = [dict(batch_size=2, drop_at=2, refill=False), dict(batch_size=5, drop_at=1, refill=False),
+             dict(batch_size=2, drop_at=1, refill=True), dict(batch_size=3, drop_at=2, refill=True)]
+
+
+@pytest.fixture(scope="module")
+def plain_greedy(tiny_prompts):
+    """12 greedy tokens per prompt from the plainest loop: one prompt alone (no batch, no padding), no KV
+    cache (the whole sequence goes through the model for every token)."""
+    model, tok, prompts = tiny_prompts
+    refs = []
+    with torch.no_grad():
+        for p in prompts:
+            ids = tok([p], return_tensors="pt", add_special_tokens=False).input_ids
+            for _ in range(12):
+                ids = torch.cat([ids, model(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)], 1)
+            refs.append(ids[0, -12:])
+    return refs
+
+
+@pytest.mark.parametrize("batching", BATCHINGS)
+def test_greedy_tokens_do_not_depend_on_the_batching(batching, tiny_prompts, plain_greedy):
+    """Each prompt's greedy response equals the plain loop's, whichever rows share its batch."""
+    model, tok, prompts = tiny_prompts
+    refs = plain_greedy
+    # stop tokens chosen so that the responses end at different steps (or run to the length cap)
+    stop_ids = sorted({refs[0][3].item(), refs[1][4].item(), refs[3][2].item()})
+    first_stop = [next((t + 1 for t in range(12) if r[t].item() in stop_ids), 12) for r in refs]
+    assert len(set(first_stop)) >= 3, first_stop
+    pick = em_inf.make_pick_next(args_for("greedy"))
+    out = decode_all(model, tok, prompts, 12, pick, stop_ids, **batching)
+    for i, ref in enumerate(refs):
+        assert torch.equal(out[i][0], ref[:first_stop[i]]), i
+
+
+def test_em_inf_statistics_do_not_depend_on_the_batching(tiny_prompts, monkeypatch):
+    """EM-INF entropies and Adam steps per token: a continuous batch of 2 rows vs each prompt alone."""
+    monkeypatch.setattr(em_inf, "draw", lambda probs: probs.argmax(-1))  # the same tokens whatever the batch
+    model, tok, prompts = tiny_prompts
+    pick = em_inf.make_pick_next(args_for("em_inf", delta=5.9, steps=4))  # tiny model: H ~ log 400 = 6.0
+    alone = {i: decode_all(model, tok, [p], 10, pick, [], 1)[0] for i, p in enumerate(prompts)}
+    stop_ids = [alone[1][0][4].item()]  # rows end at different steps
+    batched = decode_all(model, tok, prompts, 10, pick, stop_ids, 2, drop_at=1, refill=True)
+    steps_seen = set()
+    for i, (tokens, stats) in batched.items():
+        n = len(tokens)
+        assert torch.equal(tokens, alone[i][0][:n])
+        for k in ("entropy", "sampled_entropy", "em_steps"):
+            torch.testing.assert_close(stats[k], alone[i][1][k][:n], atol=1e-4, rtol=1e-4)
+        steps_seen |= set(stats["em_steps"].tolist())
+    assert len({len(t) for t, _ in batched.values()}) >= 2 and len(steps_seen) >= 2  # not a trivial case
+
+
+@pytest.mark.parametrize("batch_size,drop_at,refill,row_steps", [
+    (2, 2, False, 3 * 2 + 5 * 2),  # static: batch (A, B) runs 3 steps, batch (C, D) 5 steps, 2 rows each
+    (4, 2, False, 4 + 4 + 2 + 2 + 2),  # drop-only at 2 finished: A and C leave after step 2, B stays to the end
+    (2, 1, True, 2 + 2 + 2 + 5),  # continuous: C takes A's row at step 2, D runs alone for 5 steps
+])
+def test_occupancy_on_a_constructed_case(batch_size, drop_at, refill, row_steps, tiny_prompts):
+    """Responses of 1, 3, 2 and 5 tokens (11 in all): the row-steps counted by hand for each batching."""
+    model, tok, prompts = tiny_prompts
+    stop, lengths, calls = 7, [1, 3, 2, 5], {}
+
+    def pick(z, rows):  # row i emits token 5 until its lengths[i]-th token, which is the stop token
+        out = []
+        for i in rows.tolist():
+            calls[i] = calls.get(i, 0) + 1
+            out.append(stop if calls[i] == lengths[i] else 5)
+        return torch.tensor(out), {}
+
+    work = {}
+    out = decode_all(model, tok, prompts[:4], 8, pick, [stop], batch_size, drop_at=drop_at, refill=refill, work=work)
+    assert [len(out[i][0]) for i in range(4)] == lengths
+    assert work["row_steps"] == row_steps  # occupancy = 11 / row_steps: 0.69, 0.79, 1.0
+
+
 def test_majority_vote():
     vote = em_inf.majority_vote
     assert vote(["\\boxed{3}", "so \\boxed{1/2}", "\\boxed{0.5}", "\\boxed{3}", "\\boxed{\\frac{1}{2}}"]) == 1
