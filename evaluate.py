@@ -70,6 +70,9 @@ CODE_SYSTEM_PROMPT = ("You are an expert Python programmer. You will be given a 
                       "and will generate a correct Python program that matches the specification and passes all "
                       "tests. Put the complete program in a single ```python code block.")
 
+# a record's optional "grading" field: boxed (the default, paper Sec. 4) or last_number (GSM8K-style, for the
+# CPU demo's small model; never the default for a benchmark)
+GRADINGS = ("boxed", "last_number")
 GRADE_TIMEOUT = 10.0  # seconds one math comparison may take before the watchdog kills the worker
 MV_TIMEOUT = 3  # math-verify's own (signal.alarm, whole seconds) timeout inside the worker: cheap recovery
 ABS_TOL, REL_TOL = 1e-6, 1e-5  # numeric equality: both must hold (difference 2 in the docstring)
@@ -188,6 +191,10 @@ def _to_record(spec, row, index):
     rec["answer"] = _strip_math_delims(_answer_to_str(row.get(spec["answer"]))) if spec["answer"] else ""
     if row.get("tests"):
         rec["tests"] = row["tests"]
+    if row.get("grading"):  # a record-level answer format (GRADINGS), e.g. the CPU demo's tasks
+        if row["grading"] not in GRADINGS:
+            raise ValueError(f"grading {row['grading']!r} is not one of {', '.join(GRADINGS)}")
+        rec["grading"] = row["grading"]
     return rec
 
 
@@ -325,10 +332,22 @@ def code_prompt(tokenizer, problem):
     return _chat(tokenizer, CODE_SYSTEM_PROMPT, problem)
 
 
+def plain_prompt(tokenizer, problem):
+    """The problem as the only user message, with the model's own default system prompt: for records with
+    grading "last_number" (a small model that never writes \\boxed{} still states its answer last)."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": problem}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return f"Question: {problem}\n\nAnswer:"
+
+
 def build_prompt(tokenizer, record):
-    """The full prompt text for one record: the code prompt when it has tests, the math prompt otherwise."""
+    """The full prompt text for one record: the code prompt when it has tests, the plain prompt for grading
+    "last_number", the math prompt (paper Sec. 4) otherwise."""
     if record.get("tests"):
         return code_prompt(tokenizer, record["problem"])
+    if record.get("grading") == "last_number":
+        return plain_prompt(tokenizer, record["problem"])
     return math_prompt(tokenizer, record["problem"])
 
 
@@ -703,6 +722,25 @@ def grade_math(response, gold, timeout=None):
     return _equivalent(gold, pred, timeout=timeout)
 
 
+# GSM8K-style: the last number of the text, with optional sign, thousands commas and decimals ("1,234.5")
+_LAST_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
+
+
+def extract_last_number(text):
+    """The last number in `text` as a string without thousands commas ("... is 1,234." -> "1234"); None if none."""
+    found = _LAST_NUMBER.findall(text) if isinstance(text, str) else []
+    return found[-1].replace(",", "") if found else None
+
+
+def grade_last_number(response, gold):
+    """True when the last number of `response` equals `gold` (exact arithmetic, _numbers_close tolerances).
+
+    NOT the paper's protocol (that is grade_math): a lenient rule for records that ask for it with
+    grading "last_number", such as the CPU demo's arithmetic tasks for a model too small to use \\boxed{}."""
+    pred = extract_last_number(response)
+    return pred is not None and _equivalent(gold, pred)
+
+
 def answers_equal(a, b, timeout=None):
     """Mathematical equivalence of two extracted answers (self-consistency voting): symmetric."""
     return _equivalent(a, b, symmetric=True, timeout=timeout)
@@ -906,12 +944,9 @@ def _pids_with_token(token):
     return pids
 
 
-def _blocked_folders():
-    """[(folder, [entries])]: folders on the interpreter's paths that other users cannot enter (mode without
-    o+x, e.g. /root), shallowest first, with the entries under each that the sandbox must see again."""
-    paths = {sys.executable, os.path.realpath(sys.executable)}
-    for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix):
-        paths |= {prefix, os.path.realpath(prefix)}
+def _blocked_folders(paths):
+    """[(folder, [entries])]: folders on `paths` that other users cannot enter (mode without o+x, e.g. /root),
+    shallowest first, with the entries under each that lead to `paths`."""
     blocked = {}
     for path in paths:
         parts = os.path.abspath(path).split(os.sep)[1:]
@@ -928,11 +963,33 @@ class _SandboxMode:
     def __init__(self, namespaces, why=""):
         self.namespaces, self.why = namespaces, why
         self.unshare = shutil.which("unshare") if namespaces else None
-        self.expose = _blocked_folders() if namespaces else []
+        # the interpreter and its libraries must be reachable for the sandbox uid
+        paths = {sys.executable, sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+        self.expose = _blocked_folders(paths | {os.path.realpath(p) for p in paths}) if namespaces else []
         self.host_mnt_ns = os.readlink("/proc/self/ns/mnt") if namespaces else ""
 
 
 _MODE, _MODE_LOCK = None, threading.Lock()
+
+
+def _probe_namespaces():
+    """(a namespace _SandboxMode, "") when one works here, else (None, why not). The probe program must be PID 2
+    of its own namespace and unable to create a file outside its folder."""
+    try:
+        candidate = _SandboxMode(True)
+        if _blocked_folders([tempfile.gettempdir()]):
+            return None, f"the temporary folder {tempfile.gettempdir()} is under a folder other users cannot enter"
+        with tempfile.TemporaryDirectory(prefix="em_probe_") as outside:
+            os.chmod(outside, 0o777)
+            probe = (f"import os\nprint(os.getpid())\ntry:\n    open({outside!r} + '/x', 'w')\n"
+                     f"except OSError:\n    print('read-only')")
+            rc, out = _run_sandboxed(probe, timeout=30.0, mode=candidate)
+            leaked = os.listdir(outside)
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"the probe run under `unshare` failed ({type(e).__name__}: {e})"
+    if rc != 0 or out.split() != ["2", "read-only"] or leaked:
+        return None, f"the probe run under `unshare` failed (exit code {rc}, output {out[:100]!r})"
+    return candidate, ""
 
 
 def _sandbox_mode():
@@ -945,18 +1002,7 @@ def _sandbox_mode():
                    "not root (namespaces and the sandbox uid need it)" if os.geteuid() != 0 else
                    "util-linux `unshare` not found" if shutil.which("unshare") is None else "")
             if not why:
-                # the probe must be PID 2 of its own namespace and unable to create a file outside its folder
-                candidate = _SandboxMode(True)
-                with tempfile.TemporaryDirectory(prefix="em_probe_") as outside:
-                    os.chmod(outside, 0o777)
-                    probe = (f"import os\nprint(os.getpid())\ntry:\n    open({outside!r} + '/x', 'w')\n"
-                             f"except OSError:\n    print('read-only')")
-                    rc, out = _run_sandboxed(probe, timeout=30.0, mode=candidate)
-                    leaked = os.listdir(outside)
-                if rc == 0 and out.split() == ["2", "read-only"] and not leaked:
-                    _MODE = candidate
-                else:
-                    why = f"the probe run under `unshare` failed (exit code {rc}, output {out[:100]!r})"
+                _MODE, why = _probe_namespaces()
             if why:
                 _MODE = _SandboxMode(False, why)
                 print(f"warning: evaluate.run_code: no namespace sandbox ({why}). Programs run as this user: they "
@@ -967,13 +1013,20 @@ def _sandbox_mode():
 
 
 def _kill_namespace(proc):
-    """SIGKILL the namespace's PID 1 (the child of `unshare`): the kernel kills every process in the namespace
-    before PID 1's exit reaches `unshare`, so once `unshare` is reaped nothing of the run is left."""
-    with contextlib.suppress(OSError):  # unshare already gone, or a kernel without the children file
+    """SIGKILL the namespace's PID 1 (the child of `unshare`) and wait for `unshare`: the kernel kills and reaps
+    every process in the namespace before PID 1's exit reaches `unshare`, so then nothing of the run is left.
+    False when there was no PID 1 to kill (it exited already, or a kernel without the children file)."""
+    killed = False
+    with contextlib.suppress(OSError):
         with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
             for pid in f.read().split():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
+                    killed = True
+    if killed:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5.0)
+    return killed
 
 
 def _run_sandboxed(source, stdin_text=None, timeout=10.0, memory_mb=CODE_MEMORY_MB, tests=None, mode=None):
@@ -1022,7 +1075,7 @@ def _run_sandboxed(source, stdin_text=None, timeout=10.0, memory_mb=CODE_MEMORY_
             proc.wait()
             # without a PID namespace: children that called setsid(), found by token, until none is left
             # (a killed process drops its environment as it dies; a fork loop may still be adding some)
-            deadline = time.monotonic() + 1.0
+            deadline = time.monotonic() + 2.0
             while not mode.namespaces and time.monotonic() < deadline:
                 pids = _pids_with_token(token.encode())
                 if not pids:
@@ -1117,7 +1170,137 @@ def grade(record, response, timeout=None):
     """Grade one response against a problem record (or a results-file record): code when it has tests."""
     if record.get("tests"):
         return run_code(extract_code(response), record["tests"], timeout=10.0 if timeout is None else timeout)
+    if record.get("grading") == "last_number":
+        return grade_last_number(response, record.get("answer", record.get("gold")))
     return grade_math(response, record.get("answer", record.get("gold")))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Plots: `python evaluate.py plot RUN_DIR... | RESULTS.jsonl... [--out FILE.png]` (matplotlib, optional)
+
+# metrics.jsonl keys drawn against "step" (em_ft.py / em_rl.py write them), in panel order; absent keys are skipped
+PLOT_METRICS = [("entropy", "entropy of the training samples (nats/token)"), ("loss", "loss"),
+                ("reward", "reward (mean over rollouts)"), ("response_length", "response length (tokens)"),
+                ("eval_accuracy", "held-out greedy accuracy")]
+
+
+def _pyplot():
+    """matplotlib.pyplot with the file-only Agg backend, imported only when a plot is asked for."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise InputError("plots need matplotlib, which is optional: pip install matplotlib") from None
+    matplotlib.use("Agg")  # no display needed (CI, ssh)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _grid(plt, n_panels, title):
+    """A figure with n_panels axes, at most three per row; returns (figure, list of axes)."""
+    cols = min(3, n_panels)
+    rows = -(-n_panels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[n_panels:]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    return fig, list(axes.flat[:n_panels])
+
+
+def plot_runs(run_dirs, out):
+    """Training curves: one panel per metric of PLOT_METRICS that some run logged, one line per run."""
+    runs = {}
+    for d in run_dirs:
+        path = os.path.join(d, "metrics.jsonl")
+        if not os.path.isfile(path):
+            raise InputError(f"{d}: no metrics.jsonl (a run folder of em_ft.py or em_rl.py --out)")
+        with open(path) as f:  # a line cut off by a crash is skipped, like a resumed run does
+            runs[os.path.basename(os.path.normpath(d))] = [r for r in map(_json_or_none, f) if r and "step" in r]
+    keys = [(k, label) for k, label in PLOT_METRICS if any(k in r for rows in runs.values() for r in rows)]
+    if not keys:
+        raise InputError(f"{', '.join(run_dirs)}: no step with any of {', '.join(k for k, _ in PLOT_METRICS)}")
+    plt = _pyplot()
+    fig, axes = _grid(plt, len(keys), "training runs")
+    for ax, (key, label) in zip(axes, keys):
+        for name, rows in runs.items():
+            points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+            if points:
+                # eval_accuracy exists on a few steps only: markers make single points visible
+                ax.plot(*zip(*points), marker="o" if key == "eval_accuracy" or len(points) < 10 else None, label=name)
+        ax.set_xlabel("step")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def _json_or_none(line):
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
+
+
+def plot_results(files, out):
+    """Bar charts per results file: accuracy (as stored by the run that wrote it, re-graded where it stored
+    none) and mean entropy per token, the model's and the sampled distribution's."""
+    names, acc, ent, sampled = [], [], [], []
+    for path in files:
+        recs = [rec for _, rec in _read_results(path)]
+        if not recs:
+            raise InputError(f"{path}: no gradable records (a results file of em_inf.py --out)")
+        correct = [bool(r["correct"]) if "correct" in r else grade(r, r.get("response") or "") for r in recs]
+
+        def mean(key):
+            vals = [r[key] for r in recs if isinstance(r.get(key), (int, float))]
+            return sum(vals) / len(vals) if vals else 0.0
+
+        names.append(os.path.splitext(os.path.basename(path))[0])
+        acc.append(sum(correct) / len(correct))
+        ent.append(mean("entropy"))
+        sampled.append(mean("sampled_entropy"))
+    plt = _pyplot()
+    fig, (ax_acc, ax_ent) = _grid(plt, 2, "results files")
+    x = list(range(len(names)))
+    ax_acc.bar(x, acc, color="tab:blue")
+    ax_acc.set_title("accuracy", fontsize=10)
+    ax_acc.set_ylim(0, 1)
+    width = 0.4  # grouped bars: the model's entropy and the entropy of what was sampled from
+    ax_ent.bar([i - width / 2 for i in x], ent, width, label="model", color="tab:orange")
+    ax_ent.bar([i + width / 2 for i in x], sampled, width, label="sampled", color="tab:green")
+    ax_ent.set_title("mean entropy per token (nats)", fontsize=10)
+    ax_ent.legend(fontsize=8)
+    for ax in (ax_acc, ax_ent):
+        ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.set_size_inches(max(8.4, 1.1 * len(names) * 2), 4.2)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_main(argv):
+    """`plot` subcommand: run folders -> training curves, results files -> bar charts (never both at once)."""
+    parser = argparse.ArgumentParser(prog="evaluate.py plot", description="Draw training curves of run folders "
+                                     "(metrics.jsonl) or bar charts of results files, into one PNG.")
+    parser.add_argument("paths", nargs="+", help="em_ft.py / em_rl.py run folders, or em_inf.py results .jsonl files")
+    parser.add_argument("--out", default="plot.png", help="PNG file to write (default: plot.png)")
+    args = parser.parse_args(argv)
+    try:
+        missing = [p for p in args.paths if not os.path.exists(p)]
+        if missing:
+            raise InputError(f"{missing[0]}: no such file or folder")
+        folders = [os.path.isdir(p) for p in args.paths]
+        if any(folders) and not all(folders):
+            raise InputError("pass either run folders or results files, not both: they make different plots")
+        (plot_runs if all(folders) else plot_results)(args.paths, args.out)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}")
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1182,6 +1365,9 @@ def _fmt(v, spec):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["plot"]:  # python evaluate.py plot ...: the Plots section
+        return plot_main(argv[1:])
     parser = argparse.ArgumentParser(description="Re-grade results files (one JSON record per problem) and "
                                                  "print one comparison row per file.")
     parser.add_argument("files", nargs="+", help="results .jsonl files, one record per problem, as em_inf.py writes them")
