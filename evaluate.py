@@ -1068,7 +1068,7 @@ def _run_sandboxed(source, stdin_text=None, timeout=10.0, memory_mb=CODE_MEMORY_
         except subprocess.TimeoutExpired:
             code = None
         finally:
-            if mode.namespaces:
+            if mode.namespaces and proc.returncode is None:  # once reaped, its pid may be someone else's
                 _kill_namespace(proc)
             with contextlib.suppress(ProcessLookupError, PermissionError):  # the group may be gone already
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -1121,7 +1121,8 @@ def run_code(code, tests, timeout=10.0):
       - a list of {"input", "output"} stdin/stdout cases: `code` runs as __main__ on each input; its output
         must have the same lines, compared stripped (or as decimals); the first failing case decides.
     Either way the program first gets LiveCodeBench's stdlib imports (LCB_HEADER). Each run has `timeout`
-    seconds of wall time; the verdict comes within about 0.1 s more, and nothing the program started is left.
+    seconds of wall time; the verdict comes a fraction of a second later (the namespace's teardown), and
+    nothing the program started is left.
 
     What is isolated, with namespaces (Linux, root, util-linux `unshare`; checked once per process):
       - processes: a PID namespace; when the program exits or times out its PID 1 exits and the kernel kills
@@ -1133,10 +1134,11 @@ def run_code(code, tests, timeout=10.0):
         binaries, limits cannot be raised); the interpreter's folders are exposed read-only, and a folder
         like /root that other users cannot enter shows only the interpreter's entries;
       - resources: address space (memory_mb per process), CPU time, file size, CODE_MAX_PROCS processes+threads.
-    NOT isolated: reading world-readable files (/etc, /proc and /sys of the host, the interpreter); the total
-    memory of a process tree (only per process: up to CODE_MAX_PROCS x CODE_MEMORY_MB); CPU and memory
-    bandwidth shared with the host; kernel bugs. A program that searches its own process's memory for the
-    marker can fake a pass (as with any in-process harness, LiveCodeBench's included).
+    NOT isolated: reading world-readable files (/etc, /sys, the host-wide parts of /proc such as /proc/meminfo,
+    the interpreter and its site-packages); the total memory of a process tree (only per process: up to
+    CODE_MAX_PROCS x memory_mb; a memory cgroup would bound it); CPU and memory bandwidth shared with the host;
+    kernel bugs. A program that searches its own process's memory for the marker can fake a pass (as with any
+    in-process harness, LiveCodeBench's included).
     Without namespaces (not root, no `unshare`, not Linux) a one-time warning says so: only the rlimits, the
     timeout, the clean-up of the process group and of children found by an environment token, and the
     in-process guard (os.kill, subprocess, shutil.rmtree... raise; ctypes gets around it) apply.
