@@ -1025,8 +1025,25 @@ def _kill_namespace(proc):
                     killed = True
     if killed:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5.0)
+            _wait(proc, 5.0)
     return killed
+
+
+def _wait(proc, timeout):
+    """proc.wait(timeout=timeout), woken by the exit itself through a pidfd (Linux >= 5.3): Popen's own wait
+    polls with sleeps that grow to 50 ms, which would add ~15 ms to a typical 40 ms program."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux, an old kernel, or already reaped
+        return proc.wait(timeout=timeout)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(max(0, int(timeout * 1000))):
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+    finally:
+        os.close(fd)
+    return proc.wait()
 
 
 def _run_sandboxed(source, stdin_text=None, timeout=10.0, memory_mb=CODE_MEMORY_MB, tests=None, mode=None):
@@ -1064,7 +1081,7 @@ def _run_sandboxed(source, stdin_text=None, timeout=10.0, memory_mb=CODE_MEMORY_
         proc = subprocess.Popen(command, cwd=tmp, env=env, stdin=fin, stdout=fout, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         try:
-            code = proc.wait(timeout=timeout)
+            code = _wait(proc, timeout)
         except subprocess.TimeoutExpired:
             code = None
         finally:
@@ -1257,7 +1274,7 @@ def plot_results(files, out):
 
         def mean(key):
             vals = [r[key] for r in recs if isinstance(r.get(key), (int, float))]
-            return sum(vals) / len(vals) if vals else 0.0
+            return sum(vals) / len(vals) if vals else float("nan")  # not recorded: no bar
 
         names.append(os.path.splitext(os.path.basename(path))[0])
         acc.append(sum(correct) / len(correct))
@@ -1266,7 +1283,7 @@ def plot_results(files, out):
     plt = _pyplot()
     fig, (ax_acc, ax_ent) = _grid(plt, 2, "results files")
     x = list(range(len(names)))
-    ax_acc.bar(x, acc, color="tab:blue")
+    ax_acc.bar_label(ax_acc.bar(x, acc, color="tab:blue"), fmt="%.2f", fontsize=8)
     ax_acc.set_title("accuracy", fontsize=10)
     ax_acc.set_ylim(0, 1)
     width = 0.4  # grouped bars: the model's entropy and the entropy of what was sampled from
@@ -1371,7 +1388,7 @@ def main(argv=None):
     if argv[:1] == ["plot"]:  # python evaluate.py plot ...: the Plots section
         return plot_main(argv[1:])
     parser = argparse.ArgumentParser(description="Re-grade results files (one JSON record per problem) and "
-                                                 "print one comparison row per file.")
+                                                 "print one comparison row per file. Plots: evaluate.py plot --help.")
     parser.add_argument("files", nargs="+", help="results .jsonl files, one record per problem, as em_inf.py writes them")
     args = parser.parse_args(argv)
     rows = []
