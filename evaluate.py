@@ -1007,8 +1007,9 @@ def _sandbox_mode():
                 _MODE = _SandboxMode(False, why)
                 print(f"warning: evaluate.run_code: no namespace sandbox ({why}). Programs run as this user: they "
                       f"can use the network, write files wherever this user can, signal this user's processes "
-                      f"(a guard stops plain os.kill, not ctypes) and fork without a process limit when root; "
-                      f"timeouts, rlimits and the clean-up of their processes still apply.", file=sys.stderr)
+                      f"(a guard stops plain os.kill, not ctypes) and fork without a process limit; the timeout, "
+                      f"the memory/CPU/file-size rlimits (which root can raise again) and the clean-up of their "
+                      f"processes still apply.", file=sys.stderr)
         return _MODE
 
 
