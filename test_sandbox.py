@@ -6,7 +6,7 @@ small margin, and that no process of the program is left afterwards.
 Where namespaces work (Linux, root, util-linux `unshare`: this machine and CI) every case runs. Without them,
 the cases that only namespaces defend against are skipped with the reason, and the fallback's own guarantees
 (verdicts, the guard, the clean-up of processes) are still asserted. The attacks use ctypes on purpose: it
-bypasses the in-process guard, so they test the outer layers. Bounded: ~25 sandbox runs, < 30 s on 2 cores.
+bypasses the in-process guard, so they test the outer layers. Bounded: ~40 sandbox runs, ~15 s on 2 busy cores.
 """
 import os
 import secrets
@@ -207,3 +207,17 @@ def test_privileges_are_dropped_and_limits_stay():
             "print(libc.mount(b'none', b'/tmp', b'tmpfs', 0, None))\n")
     rc, out, _ = graded(body, tests=None, stdin="")
     assert rc == 0 and out.split() == ["True", "2", "kept", "-1"]
+
+
+def test_without_namespaces_one_warning_and_the_fallback_still_grades(monkeypatch, capsys):
+    real_which = evaluate.shutil.which
+    monkeypatch.setattr(evaluate.shutil, "which", lambda name, *a, **k: None if name == "unshare"
+                        else real_which(name, *a, **k))
+    monkeypatch.setattr(evaluate, "_MODE", None)  # restored after the test
+    assert evaluate._sandbox_mode().namespaces is False and evaluate._sandbox_mode().namespaces is False
+    err = capsys.readouterr().err
+    assert err.count("warning: evaluate.run_code: no namespace sandbox (") == 1
+    assert "use the network" in err and "write files" in err and "process limit" in err
+    assert run_code(ADD, ADD_TESTS) is True
+    assert run_code(f"import sys\n{ADD}sys.exit(0)\n", ADD_TESTS) is False
+    assert capsys.readouterr().err == ""  # once per process
