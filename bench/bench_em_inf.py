@@ -1,40 +1,46 @@
-"""Benchmark em_inf.py. Run: `make bench` or
+"""Benchmark em_inf.py on this machine (CPU). Run: `make bench` or
 
-    python bench/bench_em_inf.py [--repeats 7] [--batch-size 8] [--new-tokens 64] [--model local_models/smollm2]
+    python bench/bench_em_inf.py [--repeats 5] [--sections update,cli,batching,rollout] [--model local_models/smollm2]
 
-1. minimize_entropy on [16, 152064] float32 logits (the Qwen2.5 vocabulary), 5 steps, every row active
-   for all 5 steps, torch.compile'd (default on CUDA) and eager, vs the official code's loop: one row at
-   a time, autograd, a fresh torch.optim.Adam per row. Target: compiled >= 3x faster than official.
-2. Decoding tokens/s of em_inf.py's EM-INF picker vs its greedy picker, same model (the real
-   SmolLM2-135M-Instruct of `make local_models`), same prompts, same batch and length (no early stop).
-   Target: EM-INF >= 0.9x greedy.
-3. em_inf.py's greedy loop (`sample` + the greedy picker) vs `model.generate(do_sample=False)` on the
-   same batch and length. Target: >= 1.0x.
-Variants are interleaved within each repeat (so drift on a shared machine hits all alike); medians.
-Run-to-run noise on a shared 2-core machine is about +-3%, as large as the margins of targets 2 and 3:
-rerun on a quiet machine. Target 3 compares two loops around the same forward pass: a torch.profiler run
-shows the same op mix for both (aten::mm ~75% of CPU time, the KV cache's torch.cat ~7%).
+1. update: minimize_entropy on [16, 152064] float32 logits (the Qwen2.5 vocabulary), 5 steps, every
+   row active for all 5 steps, vs the official code's loop (one row at a time, autograd, a fresh
+   torch.optim.Adam per row). Target: >= 3x faster.
+2. cli: the `tokens_per_second` that em_inf.py's own summary line prints, --mode em_inf vs --mode
+   greedy, the real SmolLM2-135M-Instruct (`make local_models`), data/mini_math.jsonl,
+   --max-new-tokens 64, at --limit 8 --batch-size 8 and --limit 20 --batch-size 20. Each run is the
+   CLI in a subprocess (the very path users run), greedy and em_inf interleaved. Target: >= 0.95.
+3. batching: em_inf.py --mode greedy --max-new-tokens 256 --batch-size 4 --limit 16, --batching static
+   vs continuous: the `occupancy` of the summary line (fraction of row-steps that produce a token),
+   tokens/s, and the same response per problem; then transformers' own continuous batching
+   (`model.generate_batch`, with its paged sdpa attention) on the same 16 prompts.
+4. rollout: a training-style rollout (16 prompts start together, the phase ends with the last one),
+   em_inf.sample with refill=False: static (drop_at = 16) vs dropping finished rows at 1, 2, 4.
+Variants are interleaved within each repeat (drift on a shared machine hits all alike); medians.
+The load average is printed before and after: on a busy shared 2-core machine, rerun on a quiet one.
 Prints markdown tables; exits non-zero if a result disagrees with its reference.
 """
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # noqa: E402
 
 import em_inf  # noqa: E402
-import entropy  # noqa: E402
 import evaluate  # noqa: E402
 
 V = 152_064
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "data", "mini_math.jsonl")
 
 
 def official_em_inf(logits, threshold, learning_rate, n_grad_steps, kl_weight):
@@ -75,94 +81,146 @@ def medians(variants, repeats, warmup=1):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def load():
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def bench_update(repeats):
     torch.manual_seed(0)
     logits = torch.randn(16, V) * 3  # entropy ~7 nats: no row reaches delta within 5 steps
     delta, lr, steps, kl = 0.3, 0.1, 5, 0.05
-
-    def ours(compile_):
-        def run():
-            entropy.set_compile(compile_)
-            return em_inf.minimize_entropy(logits, delta, lr, steps, kl, return_stats=True)[:2]
-        return run
-
-    z, taken = ours(True)()  # compiles (once) before the timed runs
+    z, taken, _ = em_inf.minimize_entropy(logits, delta, lr, steps, kl, return_stats=True)
     assert taken.tolist() == [steps] * 16, taken
     official = official_em_inf(logits, delta, lr, steps, kl)
     torch.testing.assert_close(torch.softmax(z, -1), torch.softmax(official, -1), atol=1e-6, rtol=1e-4)
     t = medians({"official": lambda: official_em_inf(logits, delta, lr, steps, kl),
-                 "eager": ours(False), "compiled": ours(True)}, repeats)
+                 "ours": lambda: em_inf.minimize_entropy(logits, delta, lr, steps, kl)}, repeats)
     print(f"\n### minimize_entropy on [16, {V}] float32, {steps} Adam steps, every row active (median of {repeats})\n")
     print("| variant | ms | speed-up vs official | target |\n|---|---|---|---|")
     print(f"| official loop: per row, autograd, torch.optim.Adam | {t['official'] * 1e3:.0f} | 1.0x | |")
-    print(f"| em_inf.minimize_entropy, eager (CPU default) | {t['eager'] * 1e3:.0f} | {t['official'] / t['eager']:.1f}x | |")
-    print(f"| em_inf.minimize_entropy, torch.compile (CUDA default) | {t['compiled'] * 1e3:.0f} | "
-          f"{t['official'] / t['compiled']:.1f}x | >= 3x |")
-    return t["official"] / t["compiled"]
+    print(f"| em_inf.minimize_entropy (eager) | {t['ours'] * 1e3:.0f} | {t['official'] / t['ours']:.1f}x | >= 3x |")
+    return t["official"] / t["ours"] >= 3
 
 
-def bench_decode(model_path, batch_size, new_tokens, repeats, compile_):
-    tok = AutoTokenizer.from_pretrained(model_path, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+def run_cli(argv):
+    """em_inf.py in a subprocess, as a user runs it; returns its summary (the JSON last line of stdout)."""
+    with tempfile.TemporaryDirectory() as tmp:  # a fresh results file: nothing to resume
+        res = subprocess.run([sys.executable, os.path.join(ROOT, "em_inf.py"), *argv, "--out", os.path.join(tmp, "r.jsonl")],
+                             capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+        if res.returncode != 0:
+            sys.exit(f"em_inf.py {' '.join(argv)} failed:\n{res.stderr[-2000:]}")
+        summary = json.loads(res.stdout.strip().splitlines()[-1])
+        summary["rows"] = [json.loads(line) for line in open(os.path.join(tmp, "r.jsonl"))][1:]
+        return summary
+
+
+def bench_cli(model, repeats):
+    ok = True
+    print(f"\n### em_inf.py summary `tokens_per_second`, {os.path.basename(model)}, 64 new tokens, "
+          f"em_inf vs greedy runs interleaved (median of {repeats})\n")
+    print("| batch | greedy tok/s | em_inf tok/s | ratio | target | load before / after |\n|---|---|---|---|---|---|")
+    for batch in (8, 20):
+        common = ["--model", model, "--dataset", DATA, "--max-new-tokens", "64", "--limit", str(batch),
+                  "--batch-size", str(batch)]
+        before, tps = load(), {"greedy": [], "em_inf": []}
+        for _ in range(repeats):
+            for mode in tps:
+                tps[mode].append(run_cli(common + ["--mode", mode])["tokens_per_second"])
+        g, e = statistics.median(tps["greedy"]), statistics.median(tps["em_inf"])
+        print(f"| {batch} | {g:.1f} | {e:.1f} | {e / g:.2f} | >= 0.95 | {before} / {load()} |")
+        ok &= e / g >= 0.95
+    return ok
+
+
+def bench_batching(model, repeats):
+    common = ["--model", model, "--dataset", DATA, "--mode", "greedy", "--max-new-tokens", "256", "--batch-size", "4",
+              "--limit", "16"]
+    runs = {"static": [], "continuous": []}
+    before = load()
+    for _ in range(repeats):
+        for b in runs:
+            runs[b].append(run_cli(common + ["--batching", b]))
+    responses = {b: {r["id"]: r["response"] for r in runs[b][0]["rows"]} for b in runs}
+    same = responses["static"] == responses["continuous"]
+    print(f"\n### em_inf.py --mode greedy --max-new-tokens 256 --batch-size 4 --limit 16, {os.path.basename(model)} "
+          f"(median of {repeats}; load before / after: {before} / {load()})\n")
+    print("| --batching | occupancy | tokens/s | same responses |\n|---|---|---|---|")
+    for b, r in runs.items():
+        print(f"| {b} | {r[0]['occupancy']:.3f} | {statistics.median(x['tokens_per_second'] for x in r):.1f} | "
+              f"{'yes' if same else 'NO'} |")
+    # transformers' continuous batching on the same prompts, greedy, same length cap
+    tok = AutoTokenizer.from_pretrained(model)
+    paged = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, attn_implementation="sdpa").eval()
+    problems = evaluate.load_problems(DATA, limit=16)
+    inputs = [tok(evaluate.build_prompt(tok, p), add_special_tokens=False).input_ids for p in problems]
+    stop = em_inf.stop_token_ids(paged, tok)
+    config = GenerationConfig(do_sample=False, max_new_tokens=256, eos_token_id=stop, pad_token_id=tok.pad_token_id)
+    times, agree = [], 0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = paged.generate_batch(inputs, generation_config=config, progress_bar=False)
+        times.append(time.perf_counter() - t0)
+    texts = {}
+    n_tokens = 0
+    for result in out.values():
+        i = int(result.request_id.split("_")[-1])
+        n_tokens += len(result.generated_tokens)
+        texts[problems[i]["id"]] = tok.decode(result.generated_tokens, skip_special_tokens=True)
+    agree = sum(texts.get(k) == v for k, v in responses["static"].items())
+    print(f"| model.generate_batch (paged sdpa), whole call | | {n_tokens / statistics.median(times):.1f} | "
+          f"{agree}/16 |")
+    return same
+
+
+def bench_rollout(model, repeats):
+    """One training-style rollout phase: all rows start together and the phase ends with the last row."""
+    tok = AutoTokenizer.from_pretrained(model, padding_side="left")
+    net = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    problems = evaluate.load_problems(os.path.join(ROOT, "data", "mini_math.jsonl"), limit=batch_size)
-    prompts = [evaluate.build_prompt(tok, p) for p in problems]
-    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    entropy.set_compile(compile_)
-    pickers = {mode: em_inf.make_pick_next(em_inf.parse_args(["--mode", mode])) for mode in ("greedy", "em_inf")}
-    steps_taken = []
+    prompts = [evaluate.build_prompt(tok, p) for p in evaluate.load_problems(DATA, limit=16)]
+    stop, pick = em_inf.stop_token_ids(net, tok), em_inf.make_pick_next(em_inf.parse_args(["--mode", "greedy"]))
+    outputs, works = {}, {}
 
-    def ours(mode):
+    def phase(drop_at):
         def run():
-            # no stop tokens: every variant decodes exactly new_tokens tokens per row
-            _, resp, _, stats = em_inf.sample(model, tok, prompts, new_tokens, pickers[mode], [])
-            assert resp.shape == (batch_size, new_tokens)
-            if mode == "em_inf":
-                steps_taken.append(stats["em_steps"].mean().item())
-            return resp
+            works[drop_at] = {}
+            outputs[drop_at] = {i: r.tolist() for i, r, _ in em_inf.sample(
+                net, tok, prompts, 256, pick, stop, len(prompts), drop_at=drop_at, refill=False, work=works[drop_at])}
         return run
 
-    def generate():
-        out = model.generate(**enc, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                             pad_token_id=tok.pad_token_id)
-        return out[:, enc.input_ids.shape[1]:]
-
-    assert torch.equal(ours("greedy")(), generate()), "our greedy loop disagrees with model.generate"
-    t = medians({"greedy": ours("greedy"), "em_inf": ours("em_inf"), "generate": generate}, repeats)
-    tps = {name: batch_size * new_tokens / s for name, s in t.items()}
-    label = "torch.compile" if compile_ else "eager"
-    print(f"\n### Decoding {os.path.basename(os.path.normpath(model_path))}, batch {batch_size} x {new_tokens} new tokens, "
-          f"float32, entropy functions {label} (median of {repeats}; EM-INF took {statistics.mean(steps_taken):.2f} "
-          f"Adam steps per token on average)\n")
-    print("| variant | tokens/s | ratio | target |\n|---|---|---|---|")
-    print(f"| em_inf.py greedy (sample + greedy picker) | {tps['greedy']:.1f} | 1.00 | |")
-    print(f"| em_inf.py EM-INF (delta 0.3, lr 0.1, 3 steps, T 0.1) | {tps['em_inf']:.1f} | "
-          f"{tps['em_inf'] / tps['greedy']:.2f} vs greedy | >= 0.9 |")
-    print(f"| model.generate greedy | {tps['generate']:.1f} | ours greedy / generate = "
-          f"{tps['greedy'] / tps['generate']:.2f} | >= 1.0 |")
-    return tps["em_inf"] / tps["greedy"], tps["greedy"] / tps["generate"]
+    before = load()
+    t = medians({d: phase(d) for d in (16, 1, 2, 4)}, repeats, warmup=0)
+    tokens = sum(len(r) for r in outputs[16].values())
+    print(f"\n### training-style rollout: 16 prompts x up to 256 tokens, one batch, greedy, em_inf.sample(refill=False) "
+          f"(median of {repeats}; load before / after: {before} / {load()})\n")
+    print("| finished rows leave the batch | seconds | tokens/s | occupancy | same tokens |\n|---|---|---|---|---|")
+    for d in t:
+        label = "never (static)" if d == 16 else f"once {d} have finished"
+        print(f"| {label} | {t[d]:.1f} | {tokens / t[d]:.1f} | {tokens / works[d]['row_steps']:.3f} | "
+              f"{'yes' if outputs[d] == outputs[16] else 'NO'} |")
+    return all(outputs[d] == outputs[16] for d in t)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=7, help="timed runs per variant; medians are reported")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per variant; medians are reported")
     p.add_argument("--model", default=os.path.join(ROOT, "local_models", "smollm2"), help="model for the decoding benchmarks (make local_models)")
-    p.add_argument("--batch-size", type=int, default=8, help="prompts decoded together")
-    p.add_argument("--new-tokens", type=int, default=64, help="tokens decoded per prompt")
+    p.add_argument("--sections", default="update,cli,batching,rollout", help="comma-separated subset of update,cli,batching,rollout")
     args = p.parse_args()
     if not os.path.isdir(args.model):
         print(f"error: model folder {args.model!r} does not exist: run `make local_models` first", file=sys.stderr)
         sys.exit(2)
     print(f"## bench_em_inf.py\n\ncommand: `python bench/bench_em_inf.py {' '.join(sys.argv[1:])}`  \n"
           f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), {platform.python_version()}")
-    speedup = bench_update(args.repeats)
-    ratios = [bench_decode(args.model, args.batch_size, args.new_tokens, args.repeats, c) for c in (False, True)]
-    print("\ntargets: update >= 3x official: {}; EM-INF >= 0.9x greedy: {}; greedy >= 1.0x generate: {}".format(
-        "met" if speedup >= 3 else "MISSED",
-        " / ".join(("met" if r[0] >= 0.9 else "MISSED") + f" ({c})" for r, c in zip(ratios, ("eager", "compiled"))),
-        " / ".join(("met" if r[1] >= 1.0 else "MISSED") + f" ({c})" for r, c in zip(ratios, ("eager", "compiled")))))
+          f"({torch.get_num_threads()} threads), {platform.python_version()}, load average {load()}")
+    sections = {"update": lambda: bench_update(args.repeats), "cli": lambda: bench_cli(args.model, args.repeats),
+                "batching": lambda: bench_batching(args.model, args.repeats),
+                "rollout": lambda: bench_rollout(args.model, args.repeats)}
+    results = {name: sections[name]() for name in args.sections.split(",")}
+    print("\n" + "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in results.items()))
+    if not all(results.values()):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
