@@ -57,6 +57,7 @@ import secrets
 import select
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import tempfile
@@ -771,6 +772,9 @@ CODE_MAX_PROCS = 64  # RLIMIT_NPROC of the sandbox uid: processes + threads (our
 CODE_SCRATCH_MB = 64  # size of the tmpfs that is the program's folder under namespaces (ours: 4 x a file)
 _SANDBOX_UID_BASE = 1 << 30  # sandbox uids: 2^30 + a per-run offset, far above any real account
 _SANDBOX_UIDS = itertools.count()  # thread-safe in CPython: concurrent runs get different uids
+# programs start with `python -I -S` (no site.py: its .pth files can import whole packages at every start) and
+# get the site-packages folders on sys.path directly: numpy & co. import, .pth path hooks do not apply
+_SITE_PACKAGES = [p for p in getattr(site, "getsitepackages", list)() if os.path.isdir(p)]
 # LiveCodeBench prepends these imports to every solution (its `import_string`), in this order: `from m import *`
 # for each, then `import m` for all but builtins and typing, then a recursion limit of 50000.
 _LCB_MODULES = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random", "statistics",
@@ -778,12 +782,13 @@ _LCB_MODULES = ("string", "re", "datetime", "collections", "heapq", "bisect", "c
 LCB_HEADER = "".join(f"from {m} import *\n" for m in _LCB_MODULES) + "".join(
     f"import {m}\n" for m in _LCB_MODULES if m not in ("builtins", "typing")) + "sys.setrecursionlimit(50000)\n"
 
-# Runs as `python -I -c _BOOTSTRAP <config json>` in the sandbox folder. Under namespaces it is PID 1 (root)
+# Runs as `python -I -S -c _BOOTSTRAP <config json>` in the sandbox folder. Under namespaces it is PID 1 (root)
 # of the new namespaces: it sets up the mounts, forks the program (PID 2), and exits with the program's
 # exit status, which makes the kernel kill whatever else is left in the namespace.
 _BOOTSTRAP = r'''
 import json, os, re, resource, sys
 cfg = json.loads(sys.argv[1])
+sys.path += cfg["site_packages"]  # -S skipped site.py: the .pth hooks, ~20 ms per program
 here = os.getcwd()
 
 
@@ -846,18 +851,23 @@ def mount_namespace(libc):
 def guard():
     """Second layer, in the program's own process: the calls that act on other processes or delete files raise.
     (human-eval's reliability_guard idea; code can still get around it with ctypes, so it only stops accidents)"""
-    import builtins, shutil, subprocess
+    import _posixsubprocess, builtins
 
     def disabled(*args, **kwargs):
         raise PermissionError("disabled by the grader's sandbox")
 
-    for name in ("kill", "killpg", "system", "popen", "fork", "forkpty", "putenv", "remove", "removedirs", "rmdir",
+    for name in ("kill", "killpg", "system", "popen", "fork", "forkpty", "remove", "removedirs", "rmdir",
                  "unlink", "rename", "renames", "replace", "truncate", "chmod", "fchmod", "chown", "fchown", "lchown",
-                 "chroot", "setuid", "setgid", "setreuid", "setresuid", "execv", "execve", "spawnv", "posix_spawn"):
+                 "chroot", "setuid", "setgid", "setreuid", "setresuid", "execv", "execve", "spawnv", "posix_spawn",
+                 "posix_spawnp"):
         if hasattr(os, name):
             setattr(os, name, disabled)
-    shutil.rmtree = shutil.move = shutil.chown = disabled
-    subprocess.Popen = subprocess.run = subprocess.call = subprocess.check_output = disabled
+    # subprocess starts children through _posixsubprocess.fork_exec (bound when subprocess is imported) or
+    # os.posix_spawn; shutil.rmtree / move / chown fail through the os functions above. Patching those instead
+    # of importing subprocess and shutil here saves their import time in every program.
+    _posixsubprocess.fork_exec = disabled
+    if "subprocess" in sys.modules:
+        sys.modules["subprocess"]._fork_exec = disabled
     builtins.exit = builtins.quit = disabled  # the site helpers; sys.exit still works (the marker catches it)
 
 
@@ -1060,8 +1070,9 @@ def _run_sandboxed(source, stdin_text=None, timeout=10.0, memory_mb=CODE_MEMORY_
     uid = _SANDBOX_UID_BASE + (os.getpid() % 4096 << 12 | next(_SANDBOX_UIDS) % 4096) if mode.namespaces else None
     cfg = dict(namespaces=mode.namespaces, host_mnt_ns=mode.host_mnt_ns, expose=mode.expose, uid=uid,
                scratch_mb=CODE_SCRATCH_MB, memory=memory_mb << 20, cpu=int(math.ceil(timeout)) + 1,
-               fsize=CODE_FILE_MB << 20, nproc=CODE_MAX_PROCS, call=tests is not None, header=LCB_HEADER)
-    command = [sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(cfg)]
+               fsize=CODE_FILE_MB << 20, nproc=CODE_MAX_PROCS, call=tests is not None, header=LCB_HEADER,
+               site_packages=_SITE_PACKAGES)
+    command = [sys.executable, "-I", "-S", "-c", _BOOTSTRAP, json.dumps(cfg)]
     if mode.namespaces:
         # --kill-child: if unshare dies, PID 1 gets SIGKILL (and with it the namespace)
         command = [mode.unshare, "--pid", "--fork", "--kill-child", "--net", "--mount", "--mount-proc",

@@ -104,6 +104,11 @@ def test_stdout_lines_compare_as_decimals_like_livecodebench():
     assert run_code("print('1.5 x')", [{"input": "", "output": "1.50 x"}]) is False
 
 
+def test_site_packages_still_import():
+    pytest.importorskip("numpy")
+    assert run_code("import numpy as np\ndef f():\n    return int(np.arange(4).sum())\n", "assert f() == 6") is True
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # attacking the grader
 
@@ -111,7 +116,9 @@ def test_stdout_lines_compare_as_decimals_like_livecodebench():
 def test_guard_stops_plain_calls():
     # second layer, in every mode: the program's own os.kill / subprocess raise, so the solution fails
     for attack in ("os.kill(os.getppid(), signal.SIGKILL)", "os.killpg(os.getpgid(os.getppid()), 9)",
-                   "import subprocess\nsubprocess.run(['true'])", "import shutil\nshutil.rmtree('/nonexistent')"):
+                   "import subprocess\nsubprocess.run(['true'])", "os.system('true')",
+                   "import shutil\nos.mkdir('d')\nshutil.rmtree('d')",
+                   "import multiprocessing\nmultiprocessing.Process().start()"):
         rc, _, _ = graded(f"{attack}\n{ADD}")
         assert rc != 0
 
