@@ -10,10 +10,10 @@ separate worker process, behind a wrapper of ours that closes math-verify's know
 
 Code: LiveCodeBench's protocol. Call-based tests import the program as a module and run in its namespace; a
 pass needs every test to have run (a random marker after the last one), so an early sys.exit(0) fails.
-stdin/stdout programs run as scripts. Each program runs in a separate `python -I` process; as root on Linux it
-is inside fresh PID, network and mount namespaces (nothing outlives the verdict, no network, only its own
-folder writable) under an unprivileged uid, with memory / CPU / file-size / process limits and a scrubbed
-environment. run_code's docstring lists what is and is not isolated, and the weaker fallback elsewhere.
+stdin/stdout programs run as scripts. Each program runs in a separate `python -I -S` process; as root on
+Linux it is inside fresh PID, network and mount namespaces (nothing outlives the verdict, no network, only
+its own folder writable) under an unprivileged uid, with memory / CPU / file-size / process limits and a
+scrubbed environment. run_code's docstring lists what is and is not isolated, and the weaker fallback elsewhere.
 
 Deliberate differences from the graders people usually compare with: Qwen2.5-Math's `math_equal`
 (evaluation/grader.py of QwenLM/Qwen2.5-Math, the harness Qwen2.5-Math results are usually reported
