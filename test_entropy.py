@@ -1,6 +1,9 @@
 """Tests for entropy.py against independent references: float64 naive formulas,
 torch.distributions.Categorical, autograd through materialized float64 logits, and gradcheck."""
 import math
+import pathlib
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -241,14 +244,15 @@ def test_head_matmuls_run_in_the_forward_compute_dtype():
                 self.dtypes.append(tuple(t.dtype for t in operands))
             return func(*args, **(kwargs or {}))
 
-    for autocast, want in [(True, torch.bfloat16), (False, torch.float32)]:
+    # 3 chunks of 4 rows: 3 forward logits + 3 recomputed logits + 3 grad_h matmuls, then grad_W:
+    # one addmm_ per chunk in float32; in bf16, 2 products per chunk (blocks of 4 * 50 // 8 = 25 vocabulary rows)
+    for autocast, want, count in [(True, torch.bfloat16, 15), (False, torch.float32, 12)]:
         hidden, weight = torch.randn(10, 8, requires_grad=True), torch.randn(50, 8, requires_grad=True)
         with RecordMatmuls() as rec:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 h = entropy.entropy_from_hidden(hidden, weight, chunk_size=4)
             h.sum().backward()
-        # 3 chunks: 3 forward logits + 3 recomputed logits + 3 grad_h + 3 grad_W matmuls
-        assert len(rec.dtypes) == 12, rec.dtypes
+        assert len(rec.dtypes) == count, rec.dtypes
         assert all(dt == (want, want) for dt in rec.dtypes), rec.dtypes
         assert hidden.grad.dtype == weight.grad.dtype == torch.float32
 
@@ -381,6 +385,22 @@ def test_compiled_lets_runtime_errors_through_and_stays_compiled(monkeypatch):
         runs["oom"] = False
         assert torch.equal(add(torch.ones(3), torch.ones(3)), torch.full((3,), 2.0))
         assert runs["compiled"] == 3  # after the out-of-memory error the compiled kernel runs again
+
+
+def test_bench_head_precision_runs_at_toy_size():
+    """bench/bench_entropy.py --gpu --smoke: the GPU section's code at a toy size on the CPU (it is
+    meant for one GPU at the Qwen2.5-Math-1.5B shape, which this test cannot run)."""
+    bench = pathlib.Path(__file__).parent / "bench" / "bench_entropy.py"
+    out = subprocess.run([sys.executable, str(bench), "--gpu", "--smoke"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith(("| fp32 |", "| autocast |", "| bf16 |"))]
+    assert len(rows) == 3, out.stdout
+    fp32, autocast = (row.split("|") for row in rows[:2])
+    assert fp32[6].strip() == "0.0e+00"  # the reference against itself
+    assert 1e-4 < float(autocast[6]) < 2.0 ** -6  # bf16 gradients differ from float32 ones, at the bf16 scale
+    if not torch.cuda.is_available():  # --gpu without a GPU: a one-line error, exit code 2
+        no_gpu = subprocess.run([sys.executable, str(bench), "--gpu"], capture_output=True, text=True, timeout=300)
+        assert no_gpu.returncode == 2 and no_gpu.stderr.count("\n") == 1 and "--gpu needs a CUDA device" in no_gpu.stderr
 
 
 # ---------------------------------------------------------------------------------------------
