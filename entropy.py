@@ -67,7 +67,7 @@ def compiled(fn):
     dynamic=True keeps one compiled kernel for every batch size / vocabulary size instead of
     recompiling per shape (decode batches shrink and grow; chunks have a ragged last piece).
     A compile failure switches this function to eager for the rest of the process (with one
-    warning); a runtime error propagates to the caller and the next call is compiled again.
+    warning); a runtime error propagates to the caller and the next call runs compiled again.
     """
     state = {"fn": None, "broken": False}
 

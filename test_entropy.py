@@ -356,6 +356,17 @@ def test_compiled_falls_back_to_eager_when_compiling_fails(monkeypatch):
     assert len(attempts) == 1  # eager for good: no second compile attempt
 
 
+def test_compiled_falls_back_when_torch_compile_is_unavailable(monkeypatch):
+    def unavailable(fn, **kw):  # what torch.compile does on a Python version dynamo does not support
+        raise RuntimeError("torch.compile is not supported on this Python version")
+
+    monkeypatch.setattr(torch, "compile", unavailable)
+    monkeypatch.setattr(entropy, "_COMPILE", True)
+    increment = entropy.compiled(lambda x: x + 1)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        assert increment(torch.zeros(2)).tolist() == [1.0, 1.0]
+
+
 def test_compiled_lets_runtime_errors_through_and_stays_compiled(monkeypatch):
     runs = {"compiled": 0, "oom": False}
 
