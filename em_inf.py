@@ -92,9 +92,6 @@ def common_args(p, *, batch_size_default, batch_size_help):
 # EM-INF hyperparameters of the official EM-INF/em_inf_eval.sh; the flags and EMInfLogitsProcessor use them
 DELTA, LR, STEPS, KL_WEIGHT, TEMPERATURE = 0.3, 0.1, 3, 0.05, 0.1
 MODES = ["em_inf", "greedy", "sample", "adaptive_temp", "self_consistency"]
-# continuous batching: finished rows leave the batch (and the next prompts come in) once this fraction of
-# the batch has finished; each time costs one copy of the KV cache (measured in bench/bench_em_inf.py)
-DROP_AT = 0.125
 
 
 def parse_args(argv=None):
@@ -609,9 +606,11 @@ def solve(model, tokenizer, records, args, stop_ids, work):
         real = torch.where(enc.attention_mask.bool(), enc.input_ids, enc.input_ids[:, -1:])  # pads -> a real token
         seen.scatter_(1, real, True)
     rows = args.batch_size * k
-    # continuous: a finished row leaves, and the next prompt takes its place, once DROP_AT of the rows have
-    # finished; static: batches of --batch-size problems, each decoded until its longest response ends
-    drop_at, refill = (max(1, round(DROP_AT * rows)), True) if args.batching == "continuous" else (rows, False)
+    # continuous: a finished row leaves at once and the next prompt takes its place. Dropping a row copies the
+    # KV cache, but DynamicCache already copies it at every step (torch.cat), so a drop costs less than one
+    # step while a finished row left in costs a row of compute at every step. static: batches of
+    # --batch-size problems, each decoded until its longest response ends.
+    drop_at, refill = (1, True) if args.batching == "continuous" else (rows, False)
     decoding = sample(model, tokenizer, prompts, args.max_new_tokens, make_pick_next(args, seen), stop_ids, rows,
                       drop_at=drop_at, refill=refill, work=work)
     samples = {}  # problem index -> {sample index: (text, tokens, per-token stat sums)}

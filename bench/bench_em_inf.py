@@ -1,6 +1,6 @@
 """Benchmark em_inf.py on this machine (CPU). Run: `make bench` or
 
-    python bench/bench_em_inf.py [--repeats 5] [--sections update,cli,batching,rollout] [--model local_models/smollm2]
+    python bench/bench_em_inf.py [--repeats 5] [--long-repeats 2] [--sections update,cli,batching,rollout]
 
 1. update: minimize_entropy on [16, 152064] float32 logits (the Qwen2.5 vocabulary), 5 steps, every
    row active for all 5 steps, vs the official code's loop (one row at a time, autograd, a fresh
@@ -204,7 +204,9 @@ def bench_rollout(model, repeats):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per variant; medians are reported")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per variant for update and cli; medians (default: 5)")
+    p.add_argument("--long-repeats", type=int, default=2, help="timed runs per variant for the 256-token sections "
+                   "batching and rollout (default: 2; each run is about a minute on a quiet 2-core CPU)")
     p.add_argument("--model", default=os.path.join(ROOT, "local_models", "smollm2"), help="model for the decoding benchmarks (make local_models)")
     p.add_argument("--sections", default="update,cli,batching,rollout", help="comma-separated subset of update,cli,batching,rollout")
     args = p.parse_args()
@@ -215,8 +217,8 @@ def main():
           f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), {platform.python_version()}, load average {load()}")
     sections = {"update": lambda: bench_update(args.repeats), "cli": lambda: bench_cli(args.model, args.repeats),
-                "batching": lambda: bench_batching(args.model, args.repeats),
-                "rollout": lambda: bench_rollout(args.model, args.repeats)}
+                "batching": lambda: bench_batching(args.model, args.long_repeats),
+                "rollout": lambda: bench_rollout(args.model, args.long_repeats)}
     results = {name: sections[name]() for name in args.sections.split(",")}
     print("\n" + "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in results.items()))
     if not all(results.values()):
