@@ -20,7 +20,8 @@
     python bench/bench_entropy.py --gpu            # section 3 alone on one GPU at the shape of
                                                    # Qwen2.5-Math-1.5B: N = 8 x 3072, d = 1536,
                                                    # V = 151,936; estimated at under 2 minutes
-                                                   # (~70 TFLOP of matmuls; not yet run on a GPU)
+                                                   # (7 float32 steps of ~46 TFLOP, compilation;
+                                                   # not yet run on a GPU)
     python bench/bench_entropy.py --gpu --smoke    # the same code at a toy size on the CPU
 Prints markdown tables with medians.
 """
