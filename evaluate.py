@@ -1253,11 +1253,12 @@ def plot_runs(run_dirs, out):
     plt = _pyplot()
     fig, axes = _grid(plt, len(keys), "training runs")
     for ax, (key, label) in zip(axes, keys):
-        for name, rows in runs.items():
+        for i, (name, rows) in enumerate(runs.items()):
             points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
             if points:
-                # eval_accuracy exists on a few steps only: markers make single points visible
-                ax.plot(*zip(*points), marker="o" if key == "eval_accuracy" or len(points) < 10 else None, label=name)
+                # one colour per run in every panel; eval_accuracy exists on a few steps only: markers show them
+                ax.plot(*zip(*points), marker="o" if key == "eval_accuracy" or len(points) < 10 else None,
+                        color=f"C{i}", label=name)
         ax.set_xlabel("step")
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
