@@ -81,16 +81,28 @@ def fail(message):
 
 
 # ---- arguments: the common flags come first, in this order, with these help texts ----
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each flag's default as "(default: X)", unless the help text already says it."""
+
+    def _get_help_string(self, action):
+        return action.help if "default:" in action.help else super()._get_help_string(action)
+
+
+SOURCES = ("Where a default comes from, in parentheses after each help text: (paper ...) = the paper, arXiv "
+           "2505.15134; (official ...) = the authors' code, github.com/shivamag125/EM_PT; (ours: why) = our own "
+           "choice, where neither gives a value.")
+
+
 def common_args(p, *, batch_size_default, batch_size_help):
     p.add_argument("--model", default="Qwen/Qwen2.5-Math-7B", help="hub id or local folder (paper Sec. 4)")
     p.add_argument("--dataset", default="math500", help="benchmark name or .jsonl/.json/.parquet file, see evaluate.load_problems (ours: math500, the paper's first benchmark; train on your own prompts file)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N problems (ours: smoke runs)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N problems (default: all; ours: smoke runs)")
     p.add_argument("--batch-size", type=int, default=batch_size_default, help=batch_size_help)
     p.add_argument("--max-new-tokens", type=int, default=4096, help="response length cap (paper Sec. 4: 4096; 3072 for training)")
     p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same output (ours)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype; auto = bf16 on CUDA, float32 on CPU (ours)")
     p.add_argument("--device", default="auto", help="auto = cuda if available else cpu (ours)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the hot entropy / logit-update functions; default on for CUDA, off on CPU (ours)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the hot entropy / logit-update functions (default: on with CUDA, off on CPU; ours)")
     return p
 
 
@@ -103,14 +115,14 @@ def training_args(p, *, steps_default, steps_help):
     p.add_argument("--grad-clip", type=float, default=1.0, help="clip the global gradient norm to this (paper / official config: 1.0)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the training responses (paper Sec. 3: 1.0)")
     p.add_argument("--max-prompt-tokens", type=int, default=1024, help="skip longer prompts (paper setup: prompts <= 1024 tokens)")
-    p.add_argument("--micro-batch-size", type=int, default=8, help="sequences per forward/backward on each rank (scoring and updates); gradients accumulate to the full batch, same result (ours)")
-    p.add_argument("--rollout-batch-size", type=int, default=64, help="sequences decoded together on each rank (rollouts and --eval-dataset); the samples depend on it, not on --micro-batch-size (ours: a decode step reads every weight once for all rows, so 64 rows cost a GPU little more than 1; their KV cache at 4096 tokens is ~15 GB for a 7B Qwen)")
+    p.add_argument("--micro-batch-size", type=int, default=8, help="sequences (prompt + one response) per forward/backward on each rank; any value >= 1: gradients accumulate over the whole batch, so it changes memory and speed, never the result (ours)")
+    p.add_argument("--rollout-batch-size", type=int, default=64, help="sequences (prompt + one response) decoded together on each rank, for rollouts and --eval-dataset; any value >= 1; the samples depend on it, not on --micro-batch-size (ours: a decode step reads every weight once for all rows, so 64 rows cost a GPU little more than 1; their KV cache at 4096 tokens is ~15 GB for a 7B Qwen)")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False, help="recompute each layer's activations in backward: far less activation memory for ~30%% more compute (ours)")
     p.add_argument("--out", default=os.path.join("runs", os.path.basename(__file__)[:-3]), help="run folder: metrics.jsonl, the latest model (save_pretrained) and train_state.pt; rerunning resumes from it (ours)")
     p.add_argument("--save-every", type=int, default=10, help="save a checkpoint every N steps, and always after the last one (ours)")
-    p.add_argument("--eval-dataset", default=None, help="benchmark for greedy accuracy during training, named as --dataset (ours: off)")
+    p.add_argument("--eval-dataset", default=None, help="benchmark for greedy accuracy during training, named as --dataset (default: none; ours: off)")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps and after the last one; 0 = after the last one only (ours)")
-    p.add_argument("--eval-limit", type=int, default=None, help="use only the first N eval problems (ours: smoke runs)")
+    p.add_argument("--eval-limit", type=int, default=None, help="use only the first N eval problems (default: all; ours: smoke runs)")
     return p
 
 
@@ -130,8 +142,9 @@ def check_training_args(args):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="EM-FT: minimize the token entropy of the model's own samples (arXiv 2505.15134 Sec. 3.1)")
-    common_args(p, batch_size_default=512, batch_size_help="prompts per optimizer step, split across ranks (paper setup: 512)")
+    p = argparse.ArgumentParser(description="EM-FT: minimize the token entropy of the model's own samples (arXiv 2505.15134 Sec. 3.1). " + SOURCES,
+                                formatter_class=HelpFormatter)
+    common_args(p, batch_size_default=512, batch_size_help="prompts per optimizer step, all ranks together (each rank takes batch-size / processes of them, so it must be divisible by the number of processes), each sampled --samples-per-prompt times (paper setup: 512)")
     training_args(p, steps_default=40, steps_help="optimizer steps (paper setup: ~40 for EM-FT, early stopped)")
     # ---- EM-FT flags ----
     p.add_argument("--samples-per-prompt", type=int, default=1, help="responses sampled per prompt, N in Eq. 2 (paper: 1 in the main result; variant: 4)")

@@ -12,7 +12,7 @@ optimized per mini-batch with the PPO clipped surrogate, a token mean over the r
     rho_it = pi_theta(y_it) / pi_old(y_it),   A_i = r_i - 1/(n-1) sum_{j != i} r_j  (RLOO over a prompt's n samples)
 
 with H(p) = -sum_v p_v log p_v in nats. Paper: Agarwal et al., "The Unreasonable Effectiveness of
-Entropy Minimization in LLM Reasoning", arXiv 2505.15134, Sec. 3.2. Each step samples --n responses
+Entropy Minimization in LLM Reasoning", arXiv 2505.15134, Sec. 3.2. Each step samples --samples-per-prompt responses
 for each of --batch-size prompts at --temperature (1; only the problem text is used), scores them with
 the current policy without gradient (which also gives pi_old), and takes one AdamW step per
 --mini-batch-size prompts for --ppo-epochs epochs. Entropies and log-probs come from the final hidden
@@ -90,16 +90,28 @@ def fail(message):
 
 
 # ---- arguments: the common flags come first, in this order, with these help texts ----
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each flag's default as "(default: X)", unless the help text already says it."""
+
+    def _get_help_string(self, action):
+        return action.help if "default:" in action.help else super()._get_help_string(action)
+
+
+SOURCES = ("Where a default comes from, in parentheses after each help text: (paper ...) = the paper, arXiv "
+           "2505.15134; (official ...) = the authors' code, github.com/shivamag125/EM_PT; (ours: why) = our own "
+           "choice, where neither gives a value.")
+
+
 def common_args(p, *, batch_size_default, batch_size_help):
     p.add_argument("--model", default="Qwen/Qwen2.5-Math-7B", help="hub id or local folder (paper Sec. 4)")
     p.add_argument("--dataset", default="math500", help="benchmark name or .jsonl/.json/.parquet file, see evaluate.load_problems (ours: math500, the paper's first benchmark; train on your own prompts file)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N problems (ours: smoke runs)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N problems (default: all; ours: smoke runs)")
     p.add_argument("--batch-size", type=int, default=batch_size_default, help=batch_size_help)
     p.add_argument("--max-new-tokens", type=int, default=4096, help="response length cap (paper Sec. 4: 4096; 3072 for training)")
     p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same output (ours)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype; auto = bf16 on CUDA, float32 on CPU (ours)")
     p.add_argument("--device", default="auto", help="auto = cuda if available else cpu (ours)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the hot entropy / logit-update functions; default on for CUDA, off on CPU (ours)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the hot entropy / logit-update functions (default: on with CUDA, off on CPU; ours)")
     return p
 
 
@@ -112,14 +124,14 @@ def training_args(p, *, steps_default, steps_help):
     p.add_argument("--grad-clip", type=float, default=1.0, help="clip the global gradient norm to this (paper / official config: 1.0)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the training responses (paper Sec. 3: 1.0)")
     p.add_argument("--max-prompt-tokens", type=int, default=1024, help="skip longer prompts (paper setup: prompts <= 1024 tokens)")
-    p.add_argument("--micro-batch-size", type=int, default=8, help="sequences per forward/backward on each rank (scoring and updates); gradients accumulate to the full batch, same result (ours)")
-    p.add_argument("--rollout-batch-size", type=int, default=64, help="sequences decoded together on each rank (rollouts and --eval-dataset); the samples depend on it, not on --micro-batch-size (ours: a decode step reads every weight once for all rows, so 64 rows cost a GPU little more than 1; their KV cache at 4096 tokens is ~15 GB for a 7B Qwen)")
+    p.add_argument("--micro-batch-size", type=int, default=8, help="sequences (prompt + one response) per forward/backward on each rank; any value >= 1: gradients accumulate over the whole batch, so it changes memory and speed, never the result (ours)")
+    p.add_argument("--rollout-batch-size", type=int, default=64, help="sequences (prompt + one response) decoded together on each rank, for rollouts and --eval-dataset; any value >= 1; the samples depend on it, not on --micro-batch-size (ours: a decode step reads every weight once for all rows, so 64 rows cost a GPU little more than 1; their KV cache at 4096 tokens is ~15 GB for a 7B Qwen)")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False, help="recompute each layer's activations in backward: far less activation memory for ~30%% more compute (ours)")
     p.add_argument("--out", default=os.path.join("runs", os.path.basename(__file__)[:-3]), help="run folder: metrics.jsonl, the latest model (save_pretrained) and train_state.pt; rerunning resumes from it (ours)")
     p.add_argument("--save-every", type=int, default=10, help="save a checkpoint every N steps, and always after the last one (ours)")
-    p.add_argument("--eval-dataset", default=None, help="benchmark for greedy accuracy during training, named as --dataset (ours: off)")
+    p.add_argument("--eval-dataset", default=None, help="benchmark for greedy accuracy during training, named as --dataset (default: none; ours: off)")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps and after the last one; 0 = after the last one only (ours)")
-    p.add_argument("--eval-limit", type=int, default=None, help="use only the first N eval problems (ours: smoke runs)")
+    p.add_argument("--eval-limit", type=int, default=None, help="use only the first N eval problems (default: all; ours: smoke runs)")
     return p
 
 
@@ -139,32 +151,46 @@ def check_training_args(args):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="EM-RL: RL with negative entropy as the only reward (arXiv 2505.15134 Sec. 3.2)")
-    common_args(p, batch_size_default=512, batch_size_help="prompts per RL step (rollout batch), split across ranks (paper setup: 512, x 4 rollouts = 2048)")
+    p = argparse.ArgumentParser(description="EM-RL: RL with negative entropy as the only reward (arXiv 2505.15134 Sec. 3.2). " + SOURCES,
+                                formatter_class=HelpFormatter)
+    common_args(p, batch_size_default=512, batch_size_help="prompts per RL step, all ranks together (each rank takes batch-size / processes of them, so it must be divisible by the number of processes), each sampled --samples-per-prompt times (paper setup: 512, x 4 rollouts = 2048)")
     training_args(p, steps_default=100, steps_help="RL steps, each: rollouts, rewards, PPO updates (paper setup: ~100)")
     # ---- EM-RL flags ----
     # --samples-per-prompt is em_ft.py's name for the same number, so the shared code reads it unchanged;
-    # under torchrun spell it out: torchrun's own parser rejects --n as an ambiguous abbreviation of its flags
-    p.add_argument("--n", "--samples-per-prompt", dest="samples_per_prompt", type=int, default=4, help="rollouts per prompt, >= 2 for the leave-one-out baseline (paper / official rollout.n: 4)")
+    # --n is an alias for the paper's notation, but torchrun's own parser rejects it (an ambiguous abbreviation
+    # of its --nnodes / --nproc-per-node), so the documented spelling is --samples-per-prompt
+    p.add_argument("--samples-per-prompt", "--n", dest="samples_per_prompt", type=int, default=4, help="rollouts per prompt, >= 2 for the leave-one-out baseline; --n is an alias that torchrun does not pass on (paper / official rollout.n: 4)")
     p.add_argument("--reward", default="token", choices=["token", "sequence"], help="token: minus the token entropy; sequence: log-prob of the sampled response (paper Sec. 3.2; token scores higher in Table 2)")
     p.add_argument("--reward-reduction", default="mean", choices=["mean", "sum"], help="reduce the reward over the response tokens (official reward managers: mean; paper: sum)")
     p.add_argument("--advantage", default="rloo", choices=["rloo", "grpo"], help="rloo: r_i minus the mean of the other samples; grpo: group mean/std (paper / official adv_estimator: rloo)")
-    p.add_argument("--mini-batch-size", type=int, default=128, help="prompts per PPO optimizer step, split across ranks (official ppo_mini_batch_size: 128, i.e. 4 steps per 512 prompts)")
+    p.add_argument("--mini-batch-size", type=int, default=None, help="prompts per PPO optimizer step, all ranks together: must divide --batch-size and be divisible by the number of processes (default: --batch-size / 4, or the nearest that fits: the official ppo_mini_batch_size 128 of 512 prompts, i.e. 4 PPO updates per RL step)")
     p.add_argument("--ppo-epochs", type=int, default=1, help="passes over each rollout batch (official ppo_epochs: 1)")
     p.add_argument("--clip", type=float, default=0.2, help="PPO clip range: rho is clipped to [1 - clip, 1 + clip] (paper / official clip_ratio: 0.2)")
     p.add_argument("--kl-coef", type=float, default=0.001, help="weight of the k3 KL to the frozen initial model, loaded only when > 0 (paper / official kl_loss_coef: 0.001)")
     p.add_argument("--entropy-coef", type=float, default=0.0, help="weight of an entropy BONUS in the loss, as verl's entropy_coeff (ours: 0; the official config's 0.001 works against EM)")
     args = p.parse_args(argv)
     if args.samples_per_prompt < 2:
-        fail(f"--n must be >= 2 (the leave-one-out baseline needs another sample of the same prompt), got {args.samples_per_prompt}")
+        fail(f"--samples-per-prompt must be >= 2 (the leave-one-out baseline needs another sample of the same prompt), got {args.samples_per_prompt}")
     check_training_args(args)
+    if args.mini_batch_size is None:
+        args.mini_batch_size = default_mini_batch_size(args.batch_size, int(os.environ.get("WORLD_SIZE", "1")))
     if args.kl_coef < 0:
         fail(f"--kl-coef must be >= 0, got {args.kl_coef}")
     if args.mini_batch_size < 1 or args.ppo_epochs < 1 or args.clip <= 0:
         fail("--mini-batch-size and --ppo-epochs must be >= 1 and --clip > 0")
     if args.batch_size % args.mini_batch_size:
-        fail(f"--batch-size {args.batch_size} must be a multiple of --mini-batch-size {args.mini_batch_size}")
+        fail(f"--batch-size {args.batch_size} must be a multiple of --mini-batch-size {args.mini_batch_size}: pass a divisor "
+             f"of it, or leave --mini-batch-size out (default: {default_mini_batch_size(args.batch_size, 1)})")
     return args
+
+
+def default_mini_batch_size(batch_size, world):
+    """Prompts per PPO update: batch / 4 as in the official config (128 of 512), else the nearest split into 3, 2
+    or 1 updates that divides the batch evenly and gives each of the `world` ranks the same share."""
+    for updates in (4, 3, 2, 1):
+        if batch_size % updates == 0 and (batch_size // updates) % world == 0:
+            return batch_size // updates
+    return batch_size  # --batch-size not divisible by the ranks: main() says so
 
 
 # ---- setup: distributed, device, dtype, seed, compile; printed once ----
@@ -825,7 +851,8 @@ def main(argv=None):
     if args.batch_size % world:
         fail(f"--batch-size {args.batch_size} must be divisible by the number of processes ({world})")
     if args.mini_batch_size % world:
-        fail(f"--mini-batch-size {args.mini_batch_size} must be divisible by the number of processes ({world})")
+        fail(f"--mini-batch-size {args.mini_batch_size} must be divisible by the number of processes ({world}): pass a "
+             f"multiple of {world} that divides --batch-size, or leave it out")
     try:
         problems = evaluate.load_problems(args.dataset, limit=args.limit, require_answer=False)  # unlabeled
         eval_problems = evaluate.load_problems(args.eval_dataset, limit=args.eval_limit) if args.eval_dataset else []
@@ -857,7 +884,7 @@ def main(argv=None):
         bar = tqdm(range(start + 1, args.steps + 1), initial=start, total=args.steps, disable=rank != 0, desc=os.path.basename(__file__)[:-3])
         for step in bar:
             t0 = clock(device)
-            # this rank's prompts (each --n times), all sampled before any update, then cut into PPO mini-batches
+            # this rank's prompts (each --samples-per-prompt times), all sampled before any update, then cut into PPO mini-batches
             samples = rollout(model, tokenizer, step_prompts(prompts, step, args, rank, world), args, stop_ids, device, dtype)
             t1 = clock(device)
             per_mb = len(samples) * args.mini_batch_size // args.batch_size  # rows of one PPO mini-batch on this rank

@@ -3,8 +3,12 @@
 The library-level checks are called directly; the scripts' command lines run as subprocesses, the way a
 user types them, and must fail before any model is loaded where the check does not need the model.
 """
+import pathlib
+
 import evaluate
 import pytest
+
+ROOT = pathlib.Path(__file__).parent
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -28,3 +32,38 @@ def test_json_array_file_and_missing_fields_in_some_records(tmp_path):
     path.write_text('[{"problem": "What is 2 + 3?", "answer": 5}, {"problem": "What is 1 + 1?", "answer": "2", "id": "b"}]')
     recs = evaluate.load_problems(str(path))
     assert [r["answer"] for r in recs] == ["5", "2"] and [r["problem"] for r in recs][0] == "What is 2 + 3?"
+
+
+def _flag_helps(script):
+    """{flag: help text} of every option of a script's --help, joined over its wrapped lines."""
+    import re
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=60,
+                         cwd=str(ROOT)).stdout
+    helps, flag = {}, None
+    for line in out.split("options:", 1)[1].splitlines():
+        m = re.match(r"^  (-[-\w]+)", line)
+        if m:
+            flag = m.group(1)
+            helps[flag] = line
+        elif flag:
+            helps[flag] += " " + line.strip()
+    return out, helps
+
+
+@pytest.mark.parametrize("script", ["em_ft.py", "em_rl.py", "em_inf.py"])
+def test_help_states_every_default_and_explains_the_sources(script):
+    out, helps = _flag_helps(script)
+    assert "(ours: why) = our own choice" in " ".join(out.split())
+    missing = [f for f, text in helps.items() if f != "-h" and "default:" not in text]
+    assert not missing, f"{script} --help gives no default for {missing}"
+    assert not [f for f, text in helps.items() if "default: None" in text]  # say what None means instead
+
+
+@pytest.mark.parametrize("batch, world, expected", [(512, 1, 128), (512, 4, 128), (4, 1, 1), (4, 2, 2), (6, 1, 2),
+                                                    (2, 2, 2), (1, 1, 1)])
+def test_em_rl_default_mini_batch_is_a_quarter_of_the_batch_when_it_fits(batch, world, expected):
+    import em_rl
+    m = em_rl.default_mini_batch_size(batch, world)
+    assert m == expected and batch % m == 0 and m % world == 0

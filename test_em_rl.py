@@ -155,7 +155,7 @@ def peaky_model(tiny_model, tmp_path_factory):
 def test_token_reward_rises_and_follows_the_advantage_sign(peaky_model, mini_math, tmp_path, monkeypatch):
     # one 8-step run of a tiny random model is a noisy draw (about 1 seed in 3 goes the other way), so
     # compare averages over 3 seeds
-    flags = ["--steps", "8", "--lr", "3e-3", "--kl-coef", "0", "--batch-size", "8", "--mini-batch-size", "8", "--n", "8"]
+    flags = ["--steps", "8", "--lr", "3e-3", "--kl-coef", "0", "--batch-size", "8", "--mini-batch-size", "8", "--samples-per-prompt", "8"]
     rloo, em, anti = em_rl.rloo_advantages, [], []
     for seed in ("0", "1", "2"):
         monkeypatch.setattr(em_rl, "rloo_advantages", rloo)
@@ -360,7 +360,7 @@ def test_fsdp2_update_equals_the_single_process_update(tiny_model, tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--n", "1"], "--n must be >= 2"),
+    (["--samples-per-prompt", "1"], "--samples-per-prompt must be >= 2"),
     (["--batch-size", "3", "--mini-batch-size", "2"], "must be a multiple of --mini-batch-size"),
     (["--model", "no/such/folder"], "does not exist"),
     (["--dataset", "no_such_file.jsonl"], "no such file"),
@@ -379,7 +379,7 @@ def test_bad_inputs_give_one_line_errors(tiny_model, mini_math, tmp_path, flags,
 def test_resume_with_other_flags_is_refused(tiny_model, mini_math, tmp_path):
     out = tmp_path / "run"
     em_rl.main(small_run(tiny_model, mini_math, out, "--steps", "1"))
-    cmd = [sys.executable, str(ROOT / "em_rl.py"), *small_run(tiny_model, mini_math, out, "--steps", "2", "--n", "2")]
+    cmd = [sys.executable, str(ROOT / "em_rl.py"), *small_run(tiny_model, mini_math, out, "--steps", "2", "--samples-per-prompt", "2")]
     res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "rerun with the same flags" in res.stderr, res.stderr

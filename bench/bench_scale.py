@@ -69,7 +69,7 @@ def main():
     if a.smoke:
         a.rollout_batch, a.new_tokens, a.update_rows, a.prompt_tokens, a.repeats = 4, 8, 2, 8, 1
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    args = em_rl.parse_args(["--batch-size", "1", "--mini-batch-size", "1", "--n", str(a.update_rows),
+    args = em_rl.parse_args(["--batch-size", "1", "--mini-batch-size", "1", "--samples-per-prompt", str(a.update_rows),
                              "--micro-batch-size", str(a.update_rows), "--kl-coef", "0", "--device", str(device)])
     _, world, device, dtype = em_rl.setup(args)
     torch.manual_seed(0)

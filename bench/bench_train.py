@@ -133,7 +133,7 @@ def em_rl_setup(model_path, max_new_tokens, kl_coef):
     import em_rl
 
     args = em_rl.parse_args(["--model", model_path, "--dataset", os.path.join(ROOT, "data", "mini_math.jsonl"),
-                             "--batch-size", str(RL_PROMPTS), "--mini-batch-size", str(RL_PROMPTS), "--n", str(RL_N),
+                             "--batch-size", str(RL_PROMPTS), "--mini-batch-size", str(RL_PROMPTS), "--samples-per-prompt", str(RL_N),
                              "--micro-batch-size", str(RL_ROWS), "--rollout-batch-size", str(RL_ROWS),
                              "--max-new-tokens", str(max_new_tokens),
                              "--kl-coef", str(kl_coef), "--seed", "0"])

@@ -162,7 +162,7 @@ def main(argv=None):
                   "--save-every", str(args.ft_steps), "--out", os.path.join(out, "em_ft")])
     run("em_rl", [py, "em_rl.py", "--model", args.model, *train_common, "--steps", str(args.rl_steps),
                   "--batch-size", str(args.batch_size // 2), "--mini-batch-size", str(args.batch_size // 2),
-                  "--n", "4", "--reward", "token", "--lr", str(args.rl_lr), "--save-every", str(args.rl_steps),
+                  "--samples-per-prompt", "4", "--reward", "token", "--lr", str(args.rl_lr), "--save-every", str(args.rl_steps),
                   "--out", os.path.join(out, "em_rl")])
     for name in ("em_ft", "em_rl"):
         run(f"{name} greedy", [py, "em_inf.py", "--model", os.path.join(out, name), "--dataset", test,
