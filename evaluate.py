@@ -1280,7 +1280,7 @@ def plot_results(files, out):
     none) and mean entropy per token, the model's and the sampled distribution's."""
     names, acc, ent, sampled = [], [], [], []
     for path in files:
-        recs = [rec for _, rec in _read_results(path)]
+        recs = [rec for _, rec in _read_results(path, [])]
         if not recs:
             raise InputError(f"{path}: no gradable records (a results file of em_inf.py --out)")
         correct = [bool(r["correct"]) if "correct" in r else grade(r, r.get("response") or "") for r in recs]
@@ -1339,8 +1339,8 @@ def plot_main(argv):
 # CLI: re-grade results files and compare them side by side
 
 
-def _read_results(path):
-    """Yield (line number, record) for the usable lines of a results file; warn about and skip the rest."""
+def _read_results(path, skipped):
+    """Yield (line number, record) for the usable lines of a results file; append (line, why) to `skipped`."""
     with open(path, encoding="utf-8", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -1348,23 +1348,22 @@ def _read_results(path):
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                print(f"warning: {path}:{lineno}: not valid JSON ({e.msg}); line skipped", file=sys.stderr)
+                skipped.append((lineno, f"not valid JSON ({e.msg})"))
                 continue
             if isinstance(rec, dict) and set(rec) == {"config"}:
-                continue  # the optional first line with the run's arguments
+                continue  # the first line: the arguments of the run that wrote the file
             if not isinstance(rec, dict) or not ("response" in rec or "responses" in rec) \
                     or not ("gold" in rec or "answer" in rec or rec.get("tests")):
                 fields = ", ".join(rec) if isinstance(rec, dict) else type(rec).__name__
-                print(f"warning: {path}:{lineno}: needs response(s) and gold (or tests); it has: {fields}; "
-                      f"line skipped", file=sys.stderr)
+                skipped.append((lineno, f"needs response(s) and gold (or tests), has: {fields}"))
                 continue
             yield lineno, rec
 
 
 def summarize(path):
-    """Re-grade one results file -> dict of the table's columns (None: not recorded)."""
-    correct, flips, tokens, entropy, samples = [], 0, [], [], []
-    for lineno, rec in _read_results(path):
+    """Re-grade one results file -> dict of the table's columns (None: not recorded) and the skipped lines."""
+    correct, flips, tokens, entropy, samples, skipped = [], 0, [], [], [], []
+    for lineno, rec in _read_results(path, skipped):
         responses = rec.get("responses") or [rec.get("response") or ""]
         main = rec.get("response", responses[0]) or ""
         ok = grade(rec, main)
@@ -1377,7 +1376,7 @@ def summarize(path):
         if isinstance(rec.get("entropy"), (int, float)):
             entropy.append(rec["entropy"])
     row = {"file": path, "n": len(correct), "accuracy": None, "pass@1": None, "pass@k": None, "k": None,
-           "tokens": None, "entropy": None, "flips": flips}
+           "tokens": None, "entropy": None, "flips": flips, "skipped": skipped}
     if correct:
         row["accuracy"] = sum(correct) / len(correct)
     if samples and len(samples) == len(correct):  # pass@k only when every problem has several samples
@@ -1410,12 +1409,22 @@ def main(argv=None):
             print(f"error: {path}: no such file", file=sys.stderr)
             continue
         row = summarize(path)
-        if row["n"] == 0:
-            print(f"error: {path}: no gradable records", file=sys.stderr)
+        skipped = row["skipped"]
+        if row["n"] == 0 and skipped and all(why.startswith("needs response") for _, why in skipped) \
+                and "problem" in skipped[0][1]:  # a problems file (problem, answer), not a results file
+            print(f"error: {path} holds problems, not responses: decode it first (python em_inf.py --dataset {path}) "
+                  f"and grade the results file that writes", file=sys.stderr)
             continue
-        rows.append(row)
-    if not rows:
-        print("error: nothing could be graded", file=sys.stderr)
+        if skipped:  # one line per file, naming the first bad line
+            (lineno, why), more = skipped[0], len(skipped) - 1
+            print(f"{'error' if row['n'] == 0 else 'warning'}: {path}:{lineno}: {why}"
+                  f"{f' (and {more} more bad lines)' if more else ''}; {'nothing to grade' if row['n'] == 0 else 'skipped'}",
+                  file=sys.stderr)
+        elif row["n"] == 0:
+            print(f"error: {path}: no records to grade", file=sys.stderr)
+        if row["n"]:
+            rows.append(row)
+    if not rows:  # each file has had its one-line error
         return 1
     print("| file | problems | accuracy | pass@1 | pass@k | mean tokens | mean entropy | regraded != stored |")
     print("|---|---|---|---|---|---|---|---|")

@@ -67,3 +67,12 @@ def test_em_rl_default_mini_batch_is_a_quarter_of_the_batch_when_it_fits(batch, 
     import em_rl
     m = em_rl.default_mini_batch_size(batch, world)
     assert m == expected and batch % m == 0 and m % world == 0
+
+
+def test_evaluate_cli_on_a_problems_file_says_what_to_do_in_one_line(mini_math):
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, "evaluate.py", mini_math], capture_output=True, text=True, cwd=str(ROOT),
+                         timeout=120)
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr.count("\n") == 1 and "holds problems, not responses" in res.stderr and "em_inf.py" in res.stderr

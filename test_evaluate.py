@@ -541,7 +541,9 @@ def test_cli_regrades_and_compares(tmp_path):
     ])
     res = _cli(greedy, str(tmp_path / "missing.jsonl"), sampled)
     assert res.returncode == 0, res.stderr
-    assert "greedy.jsonl:4: not valid JSON" in res.stderr and "greedy.jsonl:5: needs response" in res.stderr
+    # one line per file: the first bad line, and how many more
+    assert "greedy.jsonl:4: not valid JSON" in res.stderr and "(and 1 more bad lines); skipped" in res.stderr
+    assert len([line for line in res.stderr.splitlines() if "greedy.jsonl" in line]) == 1
     assert "missing.jsonl: no such file" in res.stderr and "Traceback" not in res.stderr
     rows = [line for line in res.stdout.splitlines() if line.startswith("| /")]
     assert len(rows) == 2
@@ -566,4 +568,5 @@ def test_cli_code_results_and_nothing_gradable(tmp_path):
     assert res.returncode == 0 and "| 2 | 50.0% |" in res.stdout
     empty = _write_jsonl(tmp_path / "empty.jsonl", ["{broken"])
     res = _cli(empty, str(tmp_path / "missing.jsonl"))
-    assert res.returncode == 1 and "nothing could be graded" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 1 and "empty.jsonl:1: not valid JSON" in res.stderr and "nothing to grade" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 2 and "Traceback" not in res.stderr
