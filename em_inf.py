@@ -76,16 +76,28 @@ def fail(message):
 
 
 # ---- arguments: the common flags come first, in this order, with these help texts ----
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each flag's default as "(default: X)", unless the help text already says it."""
+
+    def _get_help_string(self, action):
+        return action.help if "default:" in action.help else super()._get_help_string(action)
+
+
+SOURCES = ("Where a default comes from, in parentheses after each help text: (paper ...) = the paper, arXiv "
+           "2505.15134; (official ...) = the authors' code, github.com/shivamag125/EM_PT; (ours: why) = our own "
+           "choice, where neither gives a value.")
+
+
 def common_args(p, *, batch_size_default, batch_size_help):
     p.add_argument("--model", default="Qwen/Qwen2.5-Math-7B", help="hub id or local folder (paper Sec. 4)")
     p.add_argument("--dataset", default="math500", help="benchmark name or .jsonl/.json/.parquet file, see evaluate.load_problems (ours: math500, the paper's first benchmark; train on your own prompts file)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N problems (ours: smoke runs)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N problems (default: all; ours: smoke runs)")
     p.add_argument("--batch-size", type=int, default=batch_size_default, help=batch_size_help)
     p.add_argument("--max-new-tokens", type=int, default=4096, help="response length cap (paper Sec. 4: 4096; 3072 for training)")
     p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same output (ours)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype; auto = bf16 on CUDA, float32 on CPU (ours)")
     p.add_argument("--device", default="auto", help="auto = cuda if available else cpu (ours)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the hot entropy / logit-update functions; default on for CUDA, off on CPU (ours)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the small hot functions of entropy.py (default: on with CUDA, off on CPU; ours)")
     return p
 
 
@@ -95,10 +107,10 @@ MODES = ["em_inf", "greedy", "sample", "adaptive_temp", "self_consistency"]
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] + " " + SOURCES, formatter_class=HelpFormatter)
     common_args(p, batch_size_default=32,
-                batch_size_help="problems decoded together; self_consistency decodes batch-size x n sequences "
-                                "(ours: fits a 7B model at 4096 tokens on an 80 GB GPU)")
+                batch_size_help="sequences decoded together on each rank (self_consistency: --samples-per-prompt "
+                                "per problem); any value >= 1 (ours: fits a 7B model at 4096 tokens on an 80 GB GPU)")
     p.add_argument("--mode", default="em_inf", choices=MODES,
                    help="em_inf (paper Sec. 3.3) or a Table 3 baseline: greedy, sample (at --temperature), "
                         "adaptive_temp (Algorithm 1), self_consistency (majority of --n samples)")
@@ -117,10 +129,11 @@ def parse_args(argv=None):
     p.add_argument("--alpha", type=float, default=0.5,
                    help="adaptive_temp target ratio: H* = max(delta, alpha * H) (paper Sec. 3.3: 0.4-0.6 best; "
                         "official adaptive_temp_eval.sh: 0.85)")
-    # --samples-per-prompt: the same flag for torchrun, whose own parser rejects --n as an ambiguous abbreviation
-    p.add_argument("--n", "--samples-per-prompt", dest="n", type=int, default=4,
-                   help="samples per problem for self_consistency (paper Table 3: N = 4); under torchrun spell it "
-                        "--samples-per-prompt")
+    # --n is an alias for the paper's notation, but torchrun's own parser rejects it (an ambiguous abbreviation
+    # of its --nnodes / --nproc-per-node), so the documented spelling is --samples-per-prompt
+    p.add_argument("--samples-per-prompt", "--n", dest="n", type=int, default=4,
+                   help="samples per problem for self_consistency; --n is an alias that torchrun does not pass on "
+                        "(paper Table 3: N = 4)")
     p.add_argument("--top-k", type=int, default=0,
                    help="keep the k most likely tokens, 0 = off (ours: off; the official EM-INF code leaks Qwen's "
                         "generation_config top-k 20)")
@@ -136,7 +149,8 @@ def parse_args(argv=None):
                         "(ours: no decode step is spent on finished rows; bench/bench_em_inf.py); static: batches of "
                         "--batch-size problems, each decoded until its longest response ends (as em_ft.py / em_rl.py)")
     p.add_argument("--out", default=None,
-                   help="results JSONL, appended per problem, resumed on rerun (ours: results/<model>_<dataset>_<mode>.jsonl)")
+                   help="results JSONL, appended per problem, resumed on rerun (default: "
+                        "results/<model>_<dataset>_<mode>.jsonl; ours)")
     args = p.parse_args(argv)
     # one-line errors for values that would crash or silently do nothing later
     checks = [(args.delta > 0, f"--delta must be > 0 (got {args.delta}): it is an entropy in nats, e.g. 0.3"),
@@ -146,7 +160,7 @@ def parse_args(argv=None):
               (args.kl_weight >= 0, f"--kl-weight must be >= 0 (got {args.kl_weight})"),
               (args.temperature > 0, f"--temperature must be > 0 (got {args.temperature}); use --mode greedy for argmax"),
               (0 < args.alpha <= 1, f"--alpha must be in (0, 1] (got {args.alpha})"),
-              (args.n >= 1, f"--n must be >= 1 (got {args.n})"),
+              (args.n >= 1, f"--samples-per-prompt must be >= 1 (got {args.n})"),
               (args.max_new_tokens >= 1, f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})"),
               (args.limit is None or args.limit >= 1, f"--limit must be >= 1 (got {args.limit})"),
               (args.top_k >= 0, f"--top-k must be >= 0 (got {args.top_k})"),
@@ -639,13 +653,14 @@ def result_row(rec, samples, args):
     if len(samples) > 1:
         row["responses"] = texts
         row["corrects"] = [bool(evaluate.grade(rec, t)) for t in texts]
-    if rec.get("tests"):
-        row["tests"] = rec["tests"]
+    for key in ("tests", "grading"):  # what evaluate.grade needs to re-grade the row as it was graded here
+        if rec.get(key):
+            row[key] = rec[key]
     return row
 
 
 # ---- results file: one JSON line per problem, appended as each finishes, resumable ----
-# Row keys (API.md): id, problem, gold, response, correct, tokens (all tokens generated for the problem, so
+# Row keys (README: Results files): id, problem, gold, response, correct, tokens (all tokens generated for the problem, so
 # the n samples of self_consistency), entropy / sampled_entropy / em_steps (means per generated token), mode;
 # self_consistency adds responses and corrects (pass@k). The first line holds {"config": the arguments}.
 # settings that change the responses: a results file must not mix two of them
@@ -701,21 +716,24 @@ def merge_parts(out):
             os.remove(path)
 
 
+def check_results(args):
+    """One-line error, before the model loads, if args.out holds a run with other settings."""
+    config, _ = read_results(args.out)
+    changed = [k for k in RUN_KEYS if config is not None and k in config and config[k] != getattr(args, k)]
+    if changed:
+        fail(f"{args.out} holds a run with other settings ({', '.join(f'{k}={config[k]}' for k in changed)}): "
+             "pass another --out, or the same settings to resume it")
+
+
 def start_results(args, rank, world):
-    """Create or check args.out (rank 0) and return the ids already finished (all ranks)."""
+    """Create args.out with its config line (rank 0) and return the ids already finished (all ranks)."""
     if rank == 0:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        config, _ = read_results(args.out)
-        if config is None and not os.path.exists(args.out):
+        if read_results(args.out)[0] is None and not os.path.exists(args.out):
             with open(args.out, "w") as f:
                 f.write(json.dumps({"config": vars(args)}) + "\n")
         else:
             end_last_line(args.out)
-        if config is not None:
-            changed = [k for k in RUN_KEYS if k in config and config[k] != getattr(args, k)]
-            if changed:
-                fail(f"{args.out} holds a run with other settings ({', '.join(f'{k}={config[k]}' for k in changed)}): "
-                     "pass another --out or the same settings")
         merge_parts(args.out)
     if world > 1:
         dist.barrier()
@@ -739,7 +757,7 @@ def summarize(args, model, tokenizer, problems, work):
         vals = [r[key] for r in rows if key in r]
         return round(sum(vals) / len(vals), 4) if vals else None
 
-    summary = {"mode": args.mode, "model": args.model, "dataset": args.dataset, "n": len(rows),
+    summary = {"mode": args.mode, "model": args.model, "dataset": args.dataset, "problems": len(rows),
                "samples_per_problem": k, "accuracy": round(sum(r["correct"] for r in rows) / max(len(rows), 1), 4),
                "generated_tokens": generated,
                "tokens_per_second": round(work["tokens"] / work["seconds"], 2) if work.get("seconds") else None,
@@ -748,10 +766,15 @@ def summarize(args, model, tokenizer, problems, work):
                "flops": 2 * params * (prompt_tokens + generated),
                "entropy": mean("entropy"), "sampled_entropy": mean("sampled_entropy"), "em_steps": mean("em_steps"),
                "out": args.out}
-    print(f"\n| mode | problems | accuracy | generated tokens | tokens/s (this run) | TFLOPs | entropy | EM steps |")
-    print("|---|---|---|---|---|---|---|---|")
-    print(f"| {args.mode} | {len(rows)} | {summary['accuracy']:.3f} | {generated} | {summary['tokens_per_second']} "
-          f"| {summary['flops'] / 1e12:.3g} | {summary['entropy']} | {summary['em_steps']} |")
+
+    def cell(v, spec):  # "-": not measured by this run (e.g. every problem was decoded by an earlier run)
+        return "-" if v is None else format(v, spec)
+
+    print("\n| mode | problems | accuracy | generated tokens | tokens/s (this run) | occupancy | TFLOPs | entropy | EM steps |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| {args.mode} | {len(rows)} | {summary['accuracy']:.1%} | {generated} | {cell(summary['tokens_per_second'], '.1f')} "
+          f"| {cell(summary['occupancy'], '.3f')} | {summary['flops'] / 1e12:.3g} | {cell(summary['entropy'], '.3f')} "
+          f"| {cell(summary['em_steps'], '.2f')} |")
     print(json.dumps(summary), flush=True)
     return summary
 
@@ -764,6 +787,7 @@ def main(argv=None):
         problems = evaluate.load_problems(args.dataset, limit=args.limit)
     except evaluate.InputError as e:
         fail(str(e))
+    check_results(args)
     model, tokenizer = load_model(args, device, dtype)
     model.eval()
     stop_ids = stop_token_ids(model, tokenizer)
@@ -778,6 +802,9 @@ def main(argv=None):
         # own pace, and rank 0 merges the per-rank files once every rank has left its done marker
         dist.destroy_process_group()
     todo = [p for p in problems if p["id"] not in finished]
+    if rank == 0 and finished:
+        print(f"resuming {args.out}: {len(problems) - len(todo)} of {len(problems)} problems already done"
+              + ("; nothing left to decode (pass another --out to decode them again)" if not todo else ""), flush=True)
     shard = todo[rank::world]
     path = args.out if world == 1 else f"{args.out}.part{rank}"
     bar = tqdm(total=len(shard), desc=f"{args.mode}", disable=rank != 0, dynamic_ncols=True)

@@ -111,7 +111,7 @@ def common_args(p, *, batch_size_default, batch_size_help):
     p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same output (ours)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype; auto = bf16 on CUDA, float32 on CPU (ours)")
     p.add_argument("--device", default="auto", help="auto = cuda if available else cpu (ours)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the hot entropy / logit-update functions (default: on with CUDA, off on CPU; ours)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the small hot functions of entropy.py (default: on with CUDA, off on CPU; ours)")
     return p
 
 

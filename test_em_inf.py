@@ -415,7 +415,7 @@ def test_every_mode_end_to_end(mode, tiny_model, mini_math, tmp_path, capsys):
             assert r["tokens"] <= 3 * 6
         else:
             assert r["tokens"] <= 6
-    assert summary["mode"] == mode and summary["n"] == 3 and summary["dataset"] == mini_math
+    assert summary["mode"] == mode and summary["problems"] == 3 and summary["dataset"] == mini_math
     assert summary["generated_tokens"] == sum(r["tokens"] for r in rows) and summary["tokens_per_second"] > 0
     assert summary["accuracy"] == sum(r["correct"] for r in rows) / 3
     k = 3 if mode == "self_consistency" else 1
@@ -451,13 +451,17 @@ def test_resume_skips_finished_problems(tiny_model, mini_math, tmp_path, capsys)
     ids = [r["id"] for r in rows]
     assert sorted(ids) == ["mini-0", "mini-1", "mini-2", "mini-3"] and len(ids) == len(set(ids))
     assert rows[:2] == first  # finished problems were not decoded again
-    assert summary["n"] == 4
-    summary, _ = run_main(capsys, argv + ["--limit", "4"])  # nothing left to do
-    assert summary["n"] == 4 and summary["tokens_per_second"] is None
-    # a results file from other settings is refused instead of mixed
+    assert summary["problems"] == 4
+    summary, stdout = run_main(capsys, argv + ["--limit", "4"])  # nothing left to do
+    assert summary["problems"] == 4 and summary["tokens_per_second"] is None
+    assert any("4 of 4 problems already done; nothing left to decode" in line for line in stdout)
+    assert not any("None" in line for line in stdout[:-1])  # the table says "-" for what this run did not measure
+    # a results file from other settings is refused instead of mixed, before any model is loaded
+    model_at = argv.index("--model") + 1
     with pytest.raises(SystemExit) as e:
-        em_inf.main(argv + ["--limit", "4", "--delta", "0.5"])
-    assert e.value.code == 2 and "other settings" in capsys.readouterr().err
+        em_inf.main(argv[:model_at] + ["no/such/model/folder"] + argv[model_at + 1:] + ["--limit", "4", "--delta", "0.5"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "other settings (" in err and "delta=0.3)" in err and "does not exist" not in err
 
 
 def test_default_out_path():
@@ -477,7 +481,7 @@ def test_torchrun_two_processes_shard_and_merge(tiny_model, mini_math, tmp_path,
     assert "world_size=2" in res.stdout
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     rows = read_rows(out2)
-    assert sorted(r["id"] for r in rows) == [f"mini-{i}" for i in range(5)] and summary["n"] == 5
+    assert sorted(r["id"] for r in rows) == [f"mini-{i}" for i in range(5)] and summary["problems"] == 5
     assert not [f for f in os.listdir(tmp_path) if ".part" in f]  # per-rank files merged and removed
     # greedy decoding is deterministic: the sharded run answers exactly like one process
     out1 = tmp_path / "one.jsonl"
