@@ -73,11 +73,12 @@ import time
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
                                                      set_model_state_dict, set_optimizer_state_dict)
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicLayer
 
 import entropy
 import evaluate
@@ -243,42 +244,130 @@ def stop_token_ids(model, tokenizer):
     return sorted(i for i in ids if i is not None)
 
 
-# ---- sampling: our own batched KV-cache decode loop ----
+# ---- sampling: our own batched KV-cache decode loop, finished rows leave the batch ----
 @torch.no_grad()
-def sample(model, tokenizer, prompts, max_new_tokens, pick_next, stop_ids):
-    """Decode a batch of prompt strings with the KV cache; static batch, finished rows masked.
+def sample(model, tokenizer, prompts, max_new_tokens, pick_next, stop_ids, batch_size, drop_at=1, refill=True, work=None):
+    """Decode prompt strings with the KV cache, batch_size rows at a time; yield each row when it finishes.
 
-    pick_next(logits [B, V] float32, step) -> (next tokens [B] long, stats dict of [B] tensors)
-    is the only per-method part: temperature sampling, greedy or the EM-INF update.
-    Returns prompt_ids [B, P] (left padded), response ids [B, R] (pad after the stop token),
-    response_mask [B, R] (1 on generated tokens, stop token included), per-step stats [B, R] each.
-    Under FSDP2, call it inside gathered(model): the forward then runs no collective, so each rank
-    decodes its own batch to its own length (a sharded forward would all-gather every layer per token).
+    pick_next(logits [b, V] float32, rows [b] long: each row's index in prompts) -> (next tokens [b] long,
+    stats dict of [b] tensors) is the only per-method part: temperature sampling, greedy or the EM-INF update.
+    Yields (index in prompts, response ids [n] long, {stat: [n] float32}) as rows finish, on the CPU;
+    the response includes the stop token (or ends at max_new_tokens).
+    Rows that finished keep being computed (their tokens thrown away) until drop_at of them have
+    finished (or all rows have): then they leave the batch and the KV cache, which costs one copy of
+    the cache. With refill, the next prompts take the freed rows at that moment (continuous batching);
+    without, new prompts start only when the whole batch is done: all rows of a batch start together,
+    as a training rollout needs (that drop-only loop is this one with refill=False; drop_at=batch_size
+    gives static batches). work["row_steps"] counts the rows of every decode step, to measure occupancy.
     """
     device = next(model.parameters()).device
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-    ids, attn = enc.input_ids, enc.attention_mask
-    pos = (attn.cumsum(-1) - 1).clamp_min(0)  # left padding: positions count real tokens only
-    stop = torch.tensor(stop_ids, device=device)
-    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
-    out, stats = [], {}
-    cache, step_ids, step_pos = None, ids, pos
-    for step in range(max_new_tokens):
-        res = model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos, cache=cache,
+    stop = torch.tensor(stop_ids, dtype=torch.long, device=device)
+    # per row of the batch: its prompt index, tokens generated so far, next input token and position
+    rows = torch.zeros(0, dtype=torch.long, device=device)
+    lengths, step_ids, step_pos = rows.clone(), rows.clone(), rows.clone()
+    finished = torch.zeros(0, dtype=torch.bool, device=device)
+    tokens = torch.zeros(0, max_new_tokens, dtype=torch.long, device=device)  # [b, R] response ids
+    stats = {}  # name -> [b, R] per-token statistics
+    cache, attn = None, torch.zeros(0, 0, dtype=torch.long, device=device)  # attn [b, L]: 1 on cached real tokens
+    started = 0  # prompts[:started] have entered the batch
+    while True:
+        # 1. finished rows leave the batch and the cache, once there are enough of them to pay for the copy
+        n_finished = int(finished.sum())  # a host sync, like the stop check of any decode loop
+        if n_finished and n_finished >= min(drop_at, len(rows)):
+            keep = (~finished).nonzero().squeeze(1)
+            rows, lengths, step_ids, step_pos, finished, tokens, attn = (
+                x[keep] for x in (rows, lengths, step_ids, step_pos, finished, tokens, attn))
+            stats = {k: v[keep] for k, v in stats.items()}
+            cache = _trim(cache, attn, keep) if len(keep) else None
+            attn = attn[:, attn.shape[1] - (0 if cache is None else cache.get_seq_length()):]
+        # 2. new prompts take the free rows: continuously (refill), or when the whole batch is done
+        new = min(batch_size - len(rows), len(prompts) - started) if refill or len(rows) == 0 else 0
+        if new > 0:
+            new_cache, new_attn, new_ids, new_pos = _prefill(model, tokenizer, prompts[started:started + new], device)
+            cache, attn = _merge(cache, attn, new_cache, new_attn)
+            rows = torch.cat([rows, torch.arange(started, started + new, device=device)])
+            lengths = torch.cat([lengths, torch.zeros_like(new_ids)])
+            finished = torch.cat([finished, torch.zeros_like(new_ids, dtype=torch.bool)])
+            step_ids, step_pos = torch.cat([step_ids, new_ids]), torch.cat([step_pos, new_pos])
+            tokens = torch.cat([tokens, tokens.new_zeros(new, max_new_tokens)])
+            stats = {k: torch.cat([v, v.new_zeros(new, max_new_tokens)]) for k, v in stats.items()}
+            started += new
+        if len(rows) == 0:
+            return
+        # 3. one decode step for every row: the new token attends to the cache and to itself
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], -1)
+        res = model(input_ids=step_ids[:, None], attention_mask=attn, position_ids=step_pos[:, None], cache=cache,
                     use_cache=True, logits_to_keep=1)
         cache = res.cache
-        nxt, st = pick_next(res.logits[:, -1].float(), step)
-        nxt = torch.where(done, tokenizer.pad_token_id, nxt)  # finished rows emit padding
+        nxt, st = pick_next(res.logits[:, -1].float(), rows)
+        if work is not None:
+            work["row_steps"] = work.get("row_steps", 0) + len(rows)
+        # write each row's token at its own position (a finished row writes past its end: never read)
+        at = (torch.arange(len(rows), device=device), lengths.clamp_max(max_new_tokens - 1))
+        tokens[at] = nxt
         for k, v in st.items():
-            stats.setdefault(k, []).append(torch.where(done, torch.zeros_like(v), v))
-        out.append(torch.stack([nxt, (~done).long()], -1))
-        done |= torch.isin(nxt, stop)
-        if done.all():
-            break
-        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], -1)
-        step_ids, step_pos = nxt[:, None], step_pos[:, -1:] + 1
-    out = torch.stack(out, 1)  # [B, R, 2]
-    return ids, out[..., 0], out[..., 1], {k: torch.stack(v, 1) for k, v in stats.items()}
+            stats.setdefault(k, torch.zeros(len(rows), max_new_tokens, device=device))[at] = v.float()
+        lengths += ~finished
+        done_now = ~finished & (torch.isin(nxt, stop) | (lengths >= max_new_tokens))
+        finished |= done_now
+        for i in done_now.nonzero().squeeze(1).tolist():
+            n = int(lengths[i])
+            yield int(rows[i]), tokens[i, :n].cpu(), {k: v[i, :n].cpu() for k, v in stats.items()}
+        step_ids, step_pos = nxt, step_pos + 1
+
+
+def _prefill(model, tokenizer, texts, device):
+    """Put the prompts in a new KV cache, all but their last token, which is each row's first decode input.
+
+    returns (cache or None, attention mask [n, P - 1] of the cached tokens, last token [n], its position [n]).
+    Left padding puts every prompt's last token in the last column; positions count real tokens only.
+    """
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    ids, attn = enc.input_ids, enc.attention_mask
+    pos = (attn.cumsum(-1) - 1).clamp_min(0)
+    cache = None
+    if ids.shape[1] > 1:
+        cache = model(input_ids=ids[:, :-1], attention_mask=attn[:, :-1], position_ids=pos[:, :-1], use_cache=True,
+                      logits_to_keep=1).cache
+    return cache, attn[:, :-1], ids[:, -1], pos[:, -1]
+
+
+def _cache_layers(cache):
+    """The DynamicLayer list of a DynamicCache; other layer kinds (sliding windows) cannot be re-padded."""
+    if any(type(layer) is not DynamicLayer for layer in cache.layers):
+        fail(f"continuous batching needs full-attention cache layers, this model has "
+             f"{sorted({type(layer).__name__ for layer in cache.layers})}: pass --batching static")
+    return cache.layers
+
+
+def _trim(cache, attn, keep):
+    """Keep only the batch rows `keep` of the cache, then drop leading columns that are padding in every row.
+
+    attn [b, L] is the mask of the rows kept; the caller cuts it to the cache's new length."""
+    cache.batch_select_indices(keep)
+    first = int(attn.any(0).int().argmax())  # the first column holding a real token of some row
+    if first > 0:
+        for layer in _cache_layers(cache):
+            layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+    return cache
+
+
+def _merge(cache, attn, new_cache, new_attn):
+    """Stack the rows of two left-padded KV caches: the shorter one is padded on the left to the other's length.
+
+    Padding columns hold zeros and are masked out by attn (0), like the tokenizer's own left padding."""
+    if len(attn) == 0:  # the batch was empty
+        return new_cache, new_attn
+    length = max(attn.shape[1], new_attn.shape[1])
+    old_layers = _cache_layers(cache)
+    new_layers = _cache_layers(new_cache) if new_cache is not None else [None] * len(old_layers)
+    for old, new in zip(old_layers, new_layers):
+        for name in ("keys", "values"):
+            a = getattr(old, name)  # [b, heads, L, head_dim]
+            b = getattr(new, name) if new is not None else a.new_zeros(len(new_attn), a.shape[1], 0, a.shape[3])
+            setattr(old, name, torch.cat([F.pad(a, (0, 0, length - a.shape[2], 0)), F.pad(b, (0, 0, length - b.shape[2], 0))]))
+    attn = torch.cat([F.pad(attn, (length - attn.shape[1], 0)), F.pad(new_attn, (length - new_attn.shape[1], 0))])
+    return cache, attn
 
 
 # ---- training plumbing shared by em_ft.py and em_rl.py: sharding, precision, data, rollouts, eval ----
@@ -405,10 +494,12 @@ def training_prompts(problems, tokenizer, args, rank):
     """Chat prompts of the training problems (problem text only: no answers are used), long ones skipped.
 
     Math problems get the official training prompt: the paper's system prompt (evaluate.build_prompt)
-    and TRAIN_SUFFIX after the problem. Code problems (records with tests) keep evaluate's code prompt.
+    and TRAIN_SUFFIX after the problem. Code problems (records with tests) and records graded by another
+    rule than \boxed{} (the CPU demo's "last_number") keep evaluate's prompt for them.
     """
-    prompts = [evaluate.build_prompt(tokenizer, r if r.get("tests") else {**r, "problem": r["problem"] + TRAIN_SUFFIX})
-               for r in problems]
+    boxed = [not r.get("tests") and r.get("grading", "boxed") == "boxed" for r in problems]
+    prompts = [evaluate.build_prompt(tokenizer, {**r, "problem": r["problem"] + TRAIN_SUFFIX} if b else r)
+               for r, b in zip(problems, boxed)]
     kept = [p for p in prompts if len(tokenizer(p, add_special_tokens=False).input_ids) <= args.max_prompt_tokens]
     if not kept:
         fail(f"every prompt of {args.dataset} is longer than --max-prompt-tokens {args.max_prompt_tokens}")

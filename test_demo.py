@@ -107,6 +107,15 @@ def test_load_problems_keeps_grading_and_rejects_unknown_values(tmp_path, tiny_m
     prompt = evaluate.build_prompt(tok, rec)
     assert "What is 2 + 3?" in prompt and "boxed" not in prompt  # no \boxed{} instruction for this rule
     assert "boxed" in evaluate.build_prompt(tok, {"problem": "What is 2 + 3?", "answer": "5"})
+    # training prompts: the official \boxed{} suffix only where the record is graded by \boxed{}
+    import argparse
+    import em_ft
+    import em_rl
+    args = argparse.Namespace(max_prompt_tokens=1024, dataset=str(good))
+    for script in (em_ft, em_rl):
+        demo, paper = script.training_prompts([rec, {"problem": "What is 2 + 3?", "answer": "5"}], tok, args, 0)
+        assert demo == prompt and "boxed" not in demo
+        assert paper.count("boxed") == 2 and script.TRAIN_SUFFIX.strip() in paper  # system prompt + suffix
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"problem": "What is 2 + 3?", "answer": "5", "grading": "first_number"}) + "\n")
     with pytest.raises(evaluate.InputError, match="first_number"):
