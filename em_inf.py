@@ -45,12 +45,12 @@ eval/UGPhysics/codes/min_entropy_gen.py):
 
 Commands:
     # GPU (paper Table 3 protocol, Qwen2.5-Math-7B-Instruct on MATH-500)
-    python em_inf.py --model Qwen/Qwen2.5-Math-7B-Instruct --dataset math500 --delta 0.3
-    python em_inf.py --model Qwen/Qwen2.5-Math-7B-Instruct --mode self_consistency --n 4
+    python em_inf.py --model Qwen/Qwen2.5-Math-7B-Instruct --dataset math500
+    python em_inf.py --model Qwen/Qwen2.5-Math-7B-Instruct --mode self_consistency --samples-per-prompt 4
     # data parallel on 8 GPUs: the problems are sharded, the results merged into one file
     torchrun --nproc_per_node 8 em_inf.py --model Qwen/Qwen2.5-Math-7B-Instruct --dataset math500
-    # CPU smoke run with the local SmolLM2 (make local_models), about 15 s
-    python em_inf.py --model local_models/smollm2 --dataset data/mini_math.jsonl --limit 4 --max-new-tokens 64
+    # CPU smoke run with SmolLM2-135M-Instruct (the hub id, or local_models/smollm2 from `make local_models`)
+    python em_inf.py --model HuggingFaceTB/SmolLM2-135M-Instruct --dataset data/mini_math.jsonl --limit 4 --max-new-tokens 64
 """
 import argparse
 import json
