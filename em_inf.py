@@ -17,7 +17,7 @@ eval/UGPhysics/codes/min_entropy_gen.py):
     entropy `-(p * log(p + 1e-12)).sum()` has no dim, so it is only right at batch size 1. Here all
     rows of a batch are optimized at once, each with its own Adam state and its own stopping step.
  2. Closed-form gradients instead of autograd: dH/dz = -p (z - E_p[z]), dKL(p0||p)/dz = p - p0, and
-    the exact entropy -sum p log p with 0 log 0 = 0 (softmax_terms) instead of the official
+    the exact entropy -sum p log p with 0 log 0 = 0 (entropy.softmax_entropy) instead of the official
     `log(p + 1e-12)`; the two agree except on tokens with p below ~1e-10 (test_em_inf.py bounds the
     difference). The update runs in place, eager (compiled, it was 4x slower on an H100); rows that
     start below delta take no step and, on a CPU, are left out of the update altogether.
@@ -354,27 +354,31 @@ def _merge(cache, attn, new_cache, new_attn):
 BETA1, BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
 
 
-def softmax_terms(z):
-    """(p, p log p, H) of float32 logits z [B, V], from log_softmax: the fewest, cheapest eager passes.
+_WORKSPACE = {}  # (name, V, dtype, device) -> the reusable [rows, V] buffer of that name
 
-    Used by the EM-INF update (dH/dz needs p and p log p) and by the sampler (the entropy of what it
-    samples). log p = z - logsumexp(z) costs no log() per token, so this is ~2x faster on a CPU than
-    softmax + xlogy (1.2 vs 2.4 ms on [20, 49152], one thread). -inf logits: log p is clamped to the
-    lowest float32, so p = 0 and p log p = 0 * (-3.4e38) = 0 instead of 0 * -inf = NaN.
+
+def _scratch(name, rows, like, dtype=torch.float32):
+    """The first `rows` rows of a [>= rows, V] buffer kept from call to call (contiguous, contents undefined).
+
+    The EM-INF pick needs ~8 temporaries of [rows, V] per token. Fresh ones cost more than the math on a
+    CPU: a 4 MB tensor ([20, 49152] float32) is big enough for the allocator to hand it back to the
+    operating system when freed, so every token page-faults it in again (half of the update's time
+    on this project's 2-core CPU). Kept buffers only grow: at most max-batch x V elements each.
+    Valid until the next call that asks for the same name: only for values used within one token.
     """
-    log_p = torch.log_softmax(z, dim=-1).clamp_min_(torch.finfo(torch.float32).min)
-    p = log_p.exp()
-    plogp = log_p.mul_(p)  # reuses log_p's memory
-    # H = -sum_v p_v log p_v
-    return p, plogp, -plogp.sum(dim=-1)
+    key = (name, like.shape[-1], dtype, like.device)
+    buf = _WORKSPACE.get(key)
+    if buf is None or buf.shape[0] < rows:
+        buf = _WORKSPACE[key] = torch.empty(rows, like.shape[-1], dtype=dtype, device=like.device)
+    return buf[:rows]
 
 
-def _adam_step(z, exp_avg, exp_avg_sq, p, plogp, h, kl_p0, rate, c, first):
+def _adam_step(z, exp_avg, exp_avg_sq, denom, p, plogp, h, kl_p0, rate, c, first):
     """One Adam step, in place on z, exp_avg, exp_avg_sq [B, V], on L(z) = H(p) + w KL(p0 || p).
 
-    p, plogp, h: softmax_terms(z); kl_p0 = w p0 [B, V]; rate [B, 1] = 1 for rows still optimizing and 0
-    for rows that stopped (they never restart, so their Adam state may drift: z is all that is kept);
-    c: [3] float32 (lr / (1 - beta1^t), sqrt(1 - beta2^t), w); first: t == 1, where the state is zero.
+    denom [B, V]: scratch space; p, plogp, h: entropy.softmax_entropy(z); kl_p0 = w p0 [B, V];
+    rate [B, 1] = 1 for rows still optimizing and 0 for rows that stopped (they never restart, so their
+    Adam state may drift: z is all that is kept); c: [3] float32 (lr / (1 - beta1^t), sqrt(1 - beta2^t), w); first: t == 1, where the state is zero.
     Changing values travel as tensors, so new lr, t or w never recompile. In place and with the fewest
     passes over [B, V] (each is a memory-bound loop on a CPU, a kernel launch on a GPU): 8 per step.
     Stays eager everywhere: compiled, the whole update was 4x slower on an H100 (README, bench/).
@@ -393,7 +397,7 @@ def _adam_step(z, exp_avg, exp_avg_sq, p, plogp, h, kl_p0, rate, c, first):
     # z <- z - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
     #    = z - m / ((sqrt(v) + eps sqrt(1 - b2^t)) / (sqrt(1 - b2^t) lr / (1 - b1^t) rate))
     # a stopped row (rate 0) divides m by inf: no move; masked tokens: m = 0, z stays -inf
-    denom = exp_avg_sq.sqrt().add_(ADAM_EPS * bias_correction2_sqrt).div_(rate * (bias_correction2_sqrt * step_size))
+    torch.sqrt(exp_avg_sq, out=denom).add_(ADAM_EPS * bias_correction2_sqrt).div_(rate * (bias_correction2_sqrt * step_size))
     z.addcdiv_(exp_avg, denom)  # z + (-m) / denom
 
 
@@ -424,7 +428,8 @@ def minimize_entropy(logits, delta, lr, steps, kl_weight, return_stats=False):
     Adam steps each row took ([B] long, 0 for rows that start below delta) and H(softmax(logits)) [B].
     """
     z = logits.to(torch.float32, copy=True)  # updated in place below; the caller's logits stay as they are
-    p, plogp, h0 = softmax_terms(z)  # h0: the model's own entropy, also the `entropy` statistic
+    # h0: the model's own entropy, also the `entropy` statistic
+    p, plogp, h0 = entropy.softmax_entropy(z, (_scratch("p0", len(z), z), _scratch("plogp0", len(z), z)))
     taken = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
     # A row already below delta takes no step (official: it breaks before the first one), so on a CPU
     # it is left out of the update altogether: with a confident model most rows are. Choosing the rows
@@ -436,7 +441,10 @@ def minimize_entropy(logits, delta, lr, steps, kl_weight, return_stats=False):
         if len(rows) == 0:
             return (z, taken, h0) if return_stats else z
         if len(rows) < z.shape[0]:
-            z_rows, taken_rows = _minimize_rows(z[rows], p[rows], plogp[rows], h0[rows], delta, lr, steps, kl_weight)
+            b = len(rows)  # gather the rows into kept buffers: indexing would allocate fresh ones
+            z_rows, p_rows, plogp_rows = (torch.index_select(x, 0, rows, out=_scratch(name, b, z))
+                                          for x, name in ((z, "z"), (p, "p"), (plogp, "plogp")))
+            z_rows, taken_rows = _minimize_rows(z_rows, p_rows, plogp_rows, h0[rows], delta, lr, steps, kl_weight)
             z[rows], taken[rows] = z_rows, taken_rows
             return (z, taken, h0) if return_stats else z
     z, taken = _minimize_rows(z, p, plogp, h0.clone(), delta, lr, steps, kl_weight)
@@ -444,24 +452,26 @@ def minimize_entropy(logits, delta, lr, steps, kl_weight, return_stats=False):
 
 
 def _minimize_rows(z, p, plogp, h, delta, lr, steps, kl_weight):
-    """minimize_entropy on float32 z [b, V] in place, given softmax_terms(z); returns (z, steps taken [b]).
+    """minimize_entropy on float32 z [b, V] in place, given entropy.softmax_entropy(z); returns (z, steps taken [b]).
 
-    p and plogp are overwritten (their memory is reused)."""
+    p and plogp are overwritten (their memory is reused); the other temporaries are kept buffers (_scratch)."""
     consts = _adam_constants(lr, steps, kl_weight, z.device)
-    kl_p0 = p * consts[0, 2]  # w p0: the KL anchor, fixed for this token
-    exp_avg, exp_avg_sq = torch.empty_like(z), torch.empty_like(z)  # fresh Adam state, written at step 1
+    b = len(z)
+    kl_p0 = torch.mul(p, consts[0, 2], out=_scratch("kl_p0", b, z))  # w p0: the KL anchor, fixed for this token
+    # fresh Adam state (written, not read, at step 1) and the scratch for its denominator
+    exp_avg, exp_avg_sq, denom = (_scratch(name, b, z) for name in ("exp_avg", "exp_avg_sq", "denom"))
     active = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
     taken = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
     can_skip = z.device.type in SKIP_WHEN_DONE  # stop once no row is active (a host sync: CPU only)
     for t in range(steps):
         if t > 0:
-            p, plogp, h = softmax_terms(z)
+            p, plogp, h = entropy.softmax_entropy(z, (p, plogp))  # into the same buffers
         # a row whose entropy fell below delta stops for good (official: `if entropy < threshold: break`)
         active = active & (h >= delta)
         if can_skip and t > 0 and not active.any():  # every row is confident enough
             break
         # every active row has taken t steps so far, so one bias correction serves the whole batch
-        _adam_step(z, exp_avg, exp_avg_sq, p, plogp, h, kl_p0, active.unsqueeze(-1).float(), consts[t], t == 0)
+        _adam_step(z, exp_avg, exp_avg_sq, denom, p, plogp, h, kl_p0, active.unsqueeze(-1).float(), consts[t], t == 0)
         taken += active
     return z, taken
 
@@ -546,7 +556,7 @@ def draw(probs):
     on a CPU, more than the EM-INF update). The prefix sums are float64: float32 ones drift by ~1e-5 over
     150k tokens, more than a rare token's whole probability. Tokens with p = 0 are never drawn.
     """
-    cdf = probs.double().cumsum(dim=-1)  # [B, V]
+    cdf = _scratch("cdf", probs.shape[0], probs, torch.float64).copy_(probs).cumsum_(dim=-1)  # [B, V], kept buffer
     u = torch.rand(probs.shape[0], 1, dtype=torch.float64, device=probs.device) * cdf[:, -1:]  # [B, 1]
     # the first token whose cumulative mass exceeds u
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_max(probs.shape[-1] - 1)
@@ -573,10 +583,15 @@ def make_pick_next(args, seen=None):
         if args.mode == "greedy":
             nxt = z.argmax(dim=-1)
         else:
-            z = adaptive_temperature(z, args.delta, args.alpha) if args.mode == "adaptive_temp" else z / args.temperature
+            if args.mode == "adaptive_temp":
+                z = adaptive_temperature(z, args.delta, args.alpha)
+            elif args.mode == "em_inf":
+                z = z.div_(args.temperature)  # z is minimize_entropy's own copy (or repetition_penalty's)
+            else:
+                z = z / args.temperature  # z may be the caller's logits: not in place
             z = top_k_top_p(z, args.top_k, args.top_p)
             # the distribution we sample from, and its entropy (before the floor); masked tokens get p = 0
-            probs, _, stats["sampled_entropy"] = softmax_terms(z)
+            probs, _, stats["sampled_entropy"] = entropy.softmax_entropy(z, (_scratch("p", len(z), z), _scratch("plogp", len(z), z)))
             if args.prob_floor > 0:
                 probs = probs.clamp_min(args.prob_floor)  # draw() renormalizes
             nxt = draw(probs)
