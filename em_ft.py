@@ -26,7 +26,9 @@ optimizer settings below follow its EM-RL verl config):
     training prompt is the official EM-RL one (no EM-FT code exists): the paper's system prompt and
     the problem followed by TRAIN_SUFFIX (verl's process_math.py); evaluation keeps the paper's prompt.
  4. Sampling: our batched KV-cache loop (no vLLM), plain temperature sampling (no top-k/top-p and
-    none of the model's generation_config), --rollout-batch-size prompts decoded together. The loss
+    none of the model's generation_config), --rollout-batch-size rows decoded together with continuous
+    batching (em_inf.py's loop: a finished response leaves the batch and the next one takes its row, as
+    vLLM schedules a rollout), so the samples depend on the seed and --rollout-batch-size. The loss
     is the entropy of the model itself (T = 1) whatever --temperature sampled the responses: EM-FT
     lowers the model's entropy, and the temperature only picks the responses it is measured on.
  5. Precision: float32 master weights; the forward runs in --dtype (bf16 on CUDA) under autocast in
@@ -39,7 +41,8 @@ Under torchrun (FSDP2) only rank 0 reads the checkpoint and each rank receives i
 (load_for_training). Rollouts and the --eval-dataset pass decode on weights all-gathered once per
 phase, not once per token (gathered): each rank then holds one full copy in the compute dtype while
 it decodes (7.6e9 params x 2 bytes = ~15 GB for Qwen2.5-Math-7B in bf16) and decodes its own
---rollout-batch-size sequences at a time at its own pace. metrics.jsonl splits each step's seconds
+sequences at its own pace, --rollout-batch-size rows at a time, a finished row's place taken at once by
+the rank's next sequence (continuous batching, as em_inf.py). metrics.jsonl splits each step's seconds
 into time_rollout and time_update (the slowest rank's).
 
 Commands:
@@ -218,10 +221,10 @@ def sample(model, tokenizer, prompts, max_new_tokens, pick_next, stop_ids, batch
     the response includes the stop token (or ends at max_new_tokens).
     Rows that finished keep being computed (their tokens thrown away) until drop_at of them have
     finished (or all rows have): then they leave the batch and the KV cache, which costs one copy of
-    the cache. With refill, the next prompts take the freed rows at that moment (continuous batching);
-    without, new prompts start only when the whole batch is done: all rows of a batch start together,
-    as a training rollout needs (that drop-only loop is this one with refill=False; drop_at=batch_size
-    gives static batches). work["row_steps"] counts the rows of every decode step, to measure occupancy.
+    the cache. With refill, the next prompts take the freed rows at that moment (continuous batching, what
+    em_inf.py and the rollouts of em_ft.py / em_rl.py run: a rank's rollout phase has many more sequences
+    than rows); without, new prompts start only when the whole batch is done (drop_at=batch_size and
+    refill=False give static batches). work["row_steps"] counts the rows of every decode step (occupancy).
     """
     device = next(model.parameters()).device
     stop = torch.tensor(stop_ids, dtype=torch.long, device=device)
@@ -490,30 +493,34 @@ def step_prompts(prompts, step, args, rank, world):
 
 
 def rollout(model, tokenizer, prompts, args, stop_ids, device, dtype):
-    """Sample one response per prompt string at --temperature, --rollout-batch-size prompts decoded together.
+    """Sample one response per prompt string at --temperature, --rollout-batch-size rows decoded together.
 
-    Returns one (prompt ids [P_i], response ids [R_i]) pair of long tensors per prompt, unpadded (the
-    response ends with its stop token, if any); micro_batches() pads them for the forward/backward.
-    The samples depend on the seed and --rollout-batch-size (one draw per row and step from the RNG),
-    never on --micro-batch-size. Under torchrun each rank decodes its prompts with gathered weights.
+    Returns one (prompt ids [P_i], response ids [R_i]) pair of long tensors per prompt, in prompt order,
+    unpadded (the response ends with its stop token, if any); micro_batches() pads them for the
+    forward/backward. sample() is em_inf.py's continuous batching: a finished row leaves the batch and
+    its KV cache at once and the next prompt of this rank's phase takes its row, so no decode step is
+    spent on finished rows (a rank's phase has many more sequences than --rollout-batch-size: 512 at
+    the paper's scale; bench/bench_train.py measures refill against drop-only). The samples depend on
+    the seed and --rollout-batch-size (one draw per row and step from the RNG, in an order set by which
+    rows share a step), never on --micro-batch-size. Under torchrun each rank decodes its prompts with
+    gathered weights at its own pace.
     """
-    def pick_next(logits, step):
+    def pick_next(logits, rows):
         # y_t ~ softmax(z_t / T): plain temperature sampling (official: top_p 1.0, no top-k)
         probs = torch.softmax(logits / args.temperature, dim=-1)
         return torch.multinomial(probs, 1).squeeze(-1), {}
 
     model.eval()  # in train mode, HF switches the KV cache off when gradient checkpointing is on
-    samples = []
-    with gathered(model) as decoder:
-        for i in range(0, len(prompts), args.rollout_batch_size):
-            chunk = prompts[i:i + args.rollout_batch_size]
-            with autocast(device, dtype):
-                prompt_ids, response, response_mask, _ = sample(decoder, tokenizer, chunk, args.max_new_tokens, pick_next, stop_ids)
-            # the same left-padded tokenization as inside sample(), for the prompt's attention mask
-            prompt_mask = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).attention_mask.to(device)
-            samples += [(p[m.bool()], r[rm.bool()]) for p, m, r, rm in zip(prompt_ids, prompt_mask, response, response_mask)]
+    responses = [None] * len(prompts)
+    with gathered(model) as decoder, autocast(device, dtype):
+        # rows come back as they finish: put each in its prompt's place
+        for i, response, _ in sample(decoder, tokenizer, prompts, args.max_new_tokens, pick_next, stop_ids,
+                                     args.rollout_batch_size, refill=True):
+            responses[i] = response.to(device)
     model.train()
-    return samples
+    # the unpadded prompt ids: sample()'s left-padded tokenization without its padding
+    prompt_ids = tokenizer(prompts, add_special_tokens=False).input_ids
+    return [(torch.tensor(p, dtype=torch.long, device=device), r) for p, r in zip(prompt_ids, responses)]
 
 
 def micro_batches(samples, args, pad_id):
@@ -571,22 +578,19 @@ def reference_logprob(ref_model, batch, temperature=1.0):
 def evaluate_accuracy(model, tokenizer, problems, args, stop_ids, device, dtype, rank, world):
     """Greedy pass@1 on problems through evaluate.build_prompt / evaluate.grade, split across ranks.
 
-    Each rank decodes its own share, --rollout-batch-size problems at a time, with gathered weights.
+    Each rank decodes its own share with gathered weights, --rollout-batch-size rows at a time
+    (continuous batching, as rollout()), and grades each response as it finishes.
     """
-    def greedy(logits, step):
+    def greedy(logits, rows):
         return logits.argmax(dim=-1), {}
 
     mine = problems[rank::world]
+    prompts = [evaluate.build_prompt(tokenizer, r) for r in mine]
     correct = torch.zeros((), device=device)
     model.eval()
-    with gathered(model) as decoder:
-        for i in range(0, len(mine), args.rollout_batch_size):
-            chunk = mine[i:i + args.rollout_batch_size]
-            with autocast(device, dtype):
-                _, response, _, _ = sample(decoder, tokenizer, [evaluate.build_prompt(tokenizer, r) for r in chunk],
-                                           args.max_new_tokens, greedy, stop_ids)
-            texts = tokenizer.batch_decode(response, skip_special_tokens=True)
-            correct += sum(evaluate.grade(rec, text) for rec, text in zip(chunk, texts))
+    with gathered(model) as decoder, autocast(device, dtype):
+        for i, response, _ in sample(decoder, tokenizer, prompts, args.max_new_tokens, greedy, stop_ids, args.rollout_batch_size):
+            correct += evaluate.grade(mine[i], tokenizer.decode(response, skip_special_tokens=True))
     model.train()
     return all_reduce_sum(correct).item() / len(problems)
 

@@ -147,7 +147,8 @@ def parse_args(argv=None):
     p.add_argument("--batching", default="continuous", choices=["continuous", "static"],
                    help="continuous: a finished response leaves the batch and the next problem takes its row "
                         "(ours: no decode step is spent on finished rows; bench/bench_em_inf.py); static: batches of "
-                        "--batch-size problems, each decoded until its longest response ends (as em_ft.py / em_rl.py)")
+                        "--batch-size problems, each decoded until its longest response ends (ours: a baseline to measure against, "
+                        "and for models whose KV cache cannot be re-padded)")
     p.add_argument("--out", default=None,
                    help="results JSONL, appended per problem, resumed on rerun (default: "
                         "results/<model>_<dataset>_<mode>.jsonl; ours)")
@@ -234,10 +235,10 @@ def sample(model, tokenizer, prompts, max_new_tokens, pick_next, stop_ids, batch
     the response includes the stop token (or ends at max_new_tokens).
     Rows that finished keep being computed (their tokens thrown away) until drop_at of them have
     finished (or all rows have): then they leave the batch and the KV cache, which costs one copy of
-    the cache. With refill, the next prompts take the freed rows at that moment (continuous batching);
-    without, new prompts start only when the whole batch is done: all rows of a batch start together,
-    as a training rollout needs (that drop-only loop is this one with refill=False; drop_at=batch_size
-    gives static batches). work["row_steps"] counts the rows of every decode step, to measure occupancy.
+    the cache. With refill, the next prompts take the freed rows at that moment (continuous batching, what
+    em_inf.py and the rollouts of em_ft.py / em_rl.py run: a rank's rollout phase has many more sequences
+    than rows); without, new prompts start only when the whole batch is done (drop_at=batch_size and
+    refill=False give static batches). work["row_steps"] counts the rows of every decode step (occupancy).
     """
     device = next(model.parameters()).device
     stop = torch.tensor(stop_ids, dtype=torch.long, device=device)

@@ -268,12 +268,78 @@ def bench_em_rl_step(a):
     print(f"\nstep memory ratio logits/hidden: {res['logits']['step_mib'] / max(res['hidden']['step_mib'], 1):.1f}x")
 
 
+# ---------------------------------------------------------------------------------------------
+# Rollout batching: the decode loop of em_ft.rollout / em_rl.rollout with and without refill
+# ---------------------------------------------------------------------------------------------
+def bench_rollout_batching(a):
+    """One rank's rollout phase, --rollout-prompts sequences --rollout-batch rows at a time, on SmolLM2-135M.
+
+    em_ft.sample (the loop rollout() runs) with refill=True (a finished row leaves the batch and the next
+    prompt takes it at once: what rollout() does) against refill=False (finished rows leave the batch, the
+    next --rollout-batch prompts start when the whole batch is done). Greedy decoding, so both variants
+    decode the same tokens (checked here; test_em_inf.py tests it) and the times compare the same work.
+    Variants interleaved, medians of --repeats runs after a warm-up.
+    """
+    smollm2 = os.path.join(ROOT, "local_models", "smollm2")
+    if not os.path.isdir(smollm2):
+        print(f"\n(rollout batching skipped: {smollm2} does not exist, run `make local_models`)")
+        return
+    args = em_ft.parse_args(["--model", smollm2, "--dataset", os.path.join(ROOT, "data", "mini_math.jsonl")])
+    _, _, device, dtype = em_ft.setup(args)
+    model, tokenizer = em_ft.load_model(args, device, dtype)
+    model.eval()
+    stop_ids = em_ft.stop_token_ids(model, tokenizer)
+    problems = evaluate.load_problems(args.dataset, require_answer=False)
+    prompts = em_ft.training_prompts(problems, tokenizer, args, 0)
+    prompts = [prompts[i % len(prompts)] for i in range(a.rollout_prompts)]
+    steps = [0]
+
+    def greedy(logits, rows):
+        steps[0] += 1
+        return logits.argmax(dim=-1), {}
+
+    def run(refill, new_tokens):
+        steps[0], work = 0, {}
+        t0 = em_ft.clock(device)
+        out = {i: r for i, r, _ in em_ft.sample(model, tokenizer, prompts, new_tokens, greedy, stop_ids,
+                                                a.rollout_batch, refill=refill, work=work)}
+        return em_ft.clock(device) - t0, out, steps[0], work["row_steps"]
+
+    load = os.getloadavg()[0]
+    with em_ft.autocast(device, dtype):
+        run(True, 4)  # warm-up (allocator, kernels)
+        res = {True: [], False: []}
+        for _ in range(a.repeats):
+            for refill in (True, False):
+                res[refill].append(run(refill, a.rollout_tokens))
+    tokens = {refill: r[-1][1] for refill, r in res.items()}
+    same = all(torch.equal(tokens[True][i], tokens[False][i]) for i in range(len(prompts)))
+    print(f"\n### rollout batching (em_ft.rollout / em_rl.rollout decode loop): {a.rollout_prompts} prompts x up to "
+          f"{a.rollout_tokens} tokens, --rollout-batch-size {a.rollout_batch}, SmolLM2-135M-Instruct, greedy, {device} "
+          f"(median of {a.repeats} interleaved runs; load average {load:.1f} at the start)\n")
+    print(f"command: `python bench/bench_train.py --sections rollout --rollout-prompts {a.rollout_prompts} "
+          f"--rollout-batch {a.rollout_batch} --rollout-tokens {a.rollout_tokens} --repeats {a.repeats}`\n")
+    print("| variant | response tokens | decode steps | rows per step | s | tokens/s |\n|---|---|---|---|---|---|")
+    for refill, runs in res.items():
+        name = "refill (continuous batching, rollout())" if refill else "drop finished rows, no refill"
+        seconds, out, n_steps, row_steps = statistics.median(r[0] for r in runs), runs[-1][1], runs[-1][2], runs[-1][3]
+        n = sum(len(r) for r in out.values())
+        print(f"| {name} | {n} | {n_steps} | {row_steps / n_steps:.2f} | {seconds:.2f} | {n / seconds:.1f} |")
+    print(f"\nsame tokens with and without refill: {same}; time refill / no refill: "
+          f"{statistics.median(r[0] for r in res[True]) / statistics.median(r[0] for r in res[False]):.2f}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=os.path.join(ROOT, "local_models", "qwen-shaped"), help="model folder (make local_models)")
     p.add_argument("--response-tokens", type=int, default=1024, help="max new tokens per sampled response")
     p.add_argument("--batch", type=int, default=2, help="responses per step (one micro-batch)")
     p.add_argument("--repeats", type=int, default=2, help="timed steps after one warm-up step")
+    p.add_argument("--sections", nargs="+", choices=["em_ft", "em_rl", "rollout"], default=["em_ft", "em_rl", "rollout"],
+                   help="which benchmarks to run")
+    p.add_argument("--rollout-prompts", type=int, default=32, help="rollout section: sequences in the rollout phase")
+    p.add_argument("--rollout-batch", type=int, default=8, help="rollout section: --rollout-batch-size")
+    p.add_argument("--rollout-tokens", type=int, default=256, help="rollout section: max new tokens per sequence")
     p.add_argument("--child", choices=["em_ft"], help=argparse.SUPPRESS)
     p.add_argument("--variant", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -283,8 +349,12 @@ def main():
         sys.exit(f"error: {a.model} does not exist: run `make local_models` first")
     print(f"## bench_train: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, "
           f"torch {torch.__version__}, cuda {torch.cuda.is_available()}")
-    bench_em_ft_step(a)
-    bench_em_rl_step(a)
+    if "em_ft" in a.sections:
+        bench_em_ft_step(a)
+    if "em_rl" in a.sections:
+        bench_em_rl_step(a)
+    if "rollout" in a.sections:
+        bench_rollout_batching(a)
 
 
 if __name__ == "__main__":
