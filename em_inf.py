@@ -181,8 +181,14 @@ def setup(args):
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if args.device == "auto":
         args.device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        fail(f"--device {args.device!r} is not a device torch knows: pass auto, cpu, cuda or cuda:N")
     if device.type == "cuda":
+        if not torch.cuda.is_available():
+            fail(f"--device {args.device}, but torch sees no CUDA GPU (a CPU build of torch, or no driver): pass --device cpu or auto")
+        device = torch.device("cuda", local_rank if device.index is None else device.index)  # "cuda": this rank's GPU
         torch.cuda.set_device(device)
     if world > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -200,15 +206,17 @@ def setup(args):
 
 def load_model(args, device, dtype):
     """Model + left-padding tokenizer from a hub id or a local folder, one-line error if missing."""
-    # a hub id is "org/name"; anything else that looks like a path must be an existing folder
-    looks_local = args.model.startswith((".", "/")) or args.model.count("/") > 1
-    if looks_local and not os.path.isdir(args.model):
-        fail(f"model folder {args.model!r} does not exist: pass a local model folder or a hub id")
+    # a hub id is "org/name"; anything else that looks like a path, or exists here, must be a model folder
+    looks_local = args.model.startswith((".", "/")) or args.model.count("/") > 1 or os.path.exists(args.model)
+    if looks_local and not os.path.isfile(os.path.join(args.model, "config.json")):
+        problem = "does not exist" if not os.path.exists(args.model) else "is not a model folder (no config.json)"
+        fail(f"model folder {args.model!r} {problem}: pass a Hugging Face model folder or a hub id such as Qwen/Qwen2.5-Math-7B")
     try:
         tokenizer = AutoTokenizer.from_pretrained(args.model, padding_side="left")
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(device)
-    except OSError as e:
-        fail(f"cannot load model {args.model!r}: no such local folder, and the hub said: {str(e).splitlines()[0]}")
+    except (OSError, ValueError) as e:  # hub errors, missing weights or tokenizer files
+        where = "the folder" if looks_local else "no such local folder, and the hub"
+        fail(f"cannot load model {args.model!r}: {where} said: {str(e).strip().splitlines()[0]}")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
@@ -798,6 +806,8 @@ def summarize(args, model, tokenizer, problems, work):
 def main(argv=None):
     args = parse_args(argv)
     args.out = args.out or default_out(args)
+    if os.path.isdir(args.out):
+        fail(f"--out {args.out} is a folder: pass a results file, e.g. {os.path.join(args.out, os.path.basename(default_out(args)))}")
     rank, world, device, dtype = setup(args)
     try:
         problems = evaluate.load_problems(args.dataset, limit=args.limit)

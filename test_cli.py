@@ -76,3 +76,34 @@ def test_evaluate_cli_on_a_problems_file_says_what_to_do_in_one_line(mini_math):
                          timeout=120)
     assert res.returncode == 1 and res.stdout == ""
     assert res.stderr.count("\n") == 1 and "holds problems, not responses" in res.stderr and "em_inf.py" in res.stderr
+
+
+@pytest.mark.parametrize("script", ["em_ft.py", "em_rl.py", "em_inf.py"])
+@pytest.mark.parametrize("flags, message", [
+    (["--model", "data"], "'data' is not a model folder (no config.json)"),
+    (["--model", "README.md"], "'README.md' is not a model folder"),
+    (["--device", "tpu"], "--device 'tpu' is not a device torch knows"),
+    (["--dataset", "data"], "data: no such file"),
+])
+def test_scripts_reject_bad_paths_and_devices_in_one_line(script, flags, message, mini_math, tmp_path):
+    import os
+    import subprocess
+    import sys
+    argv = [sys.executable, script, "--dataset", mini_math, "--max-new-tokens", "4", *flags]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run(argv + ["--out", str(tmp_path / ("r.jsonl" if script == "em_inf.py" else "run"))],
+                         capture_output=True, text=True, cwd=str(ROOT), timeout=120, env=env)
+    assert res.returncode == 2 and message in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("script, out, message", [("em_inf.py", ".", "is a folder: pass a results file"),
+                                                  ("em_ft.py", "README.md", "is a file: pass a folder"),
+                                                  ("em_rl.py", "README.md", "is a file: pass a folder")])
+def test_out_of_the_wrong_kind_is_refused(script, out, message, mini_math):
+    import os
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, script, "--dataset", mini_math, "--out", out], capture_output=True, text=True,
+                         cwd=str(ROOT), timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
