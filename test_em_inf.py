@@ -113,6 +113,17 @@ def test_minimize_entropy_matches_per_row_adam(kl_weight, skip, rows, monkeypatc
     assert torch.equal(z[taken == 0], logits[taken == 0])
 
 
+def test_minimize_entropy_results_survive_later_calls():
+    # the update keeps its temporaries from call to call (em_inf._scratch); what it returns is never one of them
+    a, b = make_rows(), make_rows()[:4] * 2
+    za = em_inf.minimize_entropy(a, 0.3, 0.1, 5, 0.05)
+    kept = za.clone()
+    em_inf.minimize_entropy(b, 0.3, 0.1, 5, 0.05)
+    em_inf.make_pick_next(em_inf.parse_args(["--mode", "em_inf"]))(b, torch.arange(4))
+    assert torch.equal(za, kept)
+    assert torch.equal(em_inf.minimize_entropy(a, 0.3, 0.1, 5, 0.05), kept)  # reused buffers: same result
+
+
 def test_minimize_entropy_lowers_entropy_and_accepts_bf16():
     logits = (torch.randn(4, 300) * 2).bfloat16()
     z = em_inf.minimize_entropy(logits, 0.1, 0.1, 5, 0.0)

@@ -472,3 +472,18 @@ def test_softmax_entropy_returns_softmax_plogp_and_entropy():
     torch.testing.assert_close(plogp.double(), torch.xlogy(ref_p, ref_p), atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(h.double(), naive_masked_entropy64(z), atol=1e-5, rtol=1e-5)
     assert torch.isfinite(plogp).all()
+
+
+def test_softmax_entropy_into_given_buffers_sharp_logits():
+    # out=: the EM-INF update's kept buffers are written and returned; logits at temperature 0.1 (most
+    # p underflow to 0) and -inf entries still give exact p, finite p log p and the float64 entropy
+    z = torch.randn(3, 300) * 3 / 0.1
+    z[0, 100:] = float("-inf")
+    out = (torch.full_like(z, float("nan")), torch.full_like(z, float("nan")))
+    p, plogp, h = entropy.softmax_entropy(z, out)
+    assert p.data_ptr() == out[0].data_ptr() and plogp.data_ptr() == out[1].data_ptr()
+    ref_p = torch.softmax(z.double(), -1)
+    torch.testing.assert_close(p.double(), ref_p, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(plogp.double(), torch.xlogy(ref_p, ref_p), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(h.double(), naive_masked_entropy64(z), atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(plogp).all() and torch.equal(p[0, 100:], torch.zeros(200))
