@@ -324,7 +324,8 @@ def _cache_layers(cache):
     """The DynamicLayer list of a DynamicCache; other layer kinds (sliding windows) cannot be re-padded."""
     if any(type(layer) is not DynamicLayer for layer in cache.layers):
         fail(f"continuous batching needs full-attention cache layers, this model has "
-             f"{sorted({type(layer).__name__ for layer in cache.layers})}: pass --batching static")
+             f"{sorted({type(layer).__name__ for layer in cache.layers})}: em_inf.py --batching static decodes it; "
+             f"em_ft.py and em_rl.py need a model without sliding-window layers")
     return cache.layers
 
 

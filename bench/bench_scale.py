@@ -85,22 +85,22 @@ def main():
           f"{n_params / 1e9:.2f}B params, dtype {dtype}, compile {args.compile}\n")
 
     # ---- rollout: the decode loop of em_rl.rollout, every row to --new-tokens ----
-    def pick_next(logits, step):
+    def pick_next(logits, rows):
         return torch.multinomial(torch.softmax(logits / args.temperature, dim=-1), 1).squeeze(-1), {}
 
     prompts = ["<|im_start|>user\nWhat is 12 + 30? Let us think step by step.<|im_end|>\n<|im_start|>assistant\n"] * a.rollout_batch
     model.eval()
     with em_rl.autocast(device, dtype):
-        em_rl.sample(model, tokenizer, prompts, 4, pick_next, [-1])  # warm-up (kernels, allocator)
+        list(em_rl.sample(model, tokenizer, prompts, 4, pick_next, [-1], len(prompts)))  # warm-up (kernels, allocator)
         reset_peak(device)
         rollout_s = []
         for _ in range(a.repeats):
             t0 = clock(device)
-            _, response, _, _ = em_rl.sample(model, tokenizer, prompts, a.new_tokens, pick_next, [-1])  # stop id -1: never
+            # stop id -1: never, so every row decodes --new-tokens tokens
+            tokens = sum(len(r) for _, r, _ in em_rl.sample(model, tokenizer, prompts, a.new_tokens, pick_next, [-1], len(prompts)))
             rollout_s.append(clock(device) - t0)
     model.train()
     rollout_peak = peak_gib(device)
-    tokens = response.numel()
 
     # ---- update: scoring + one PPO optimizer step on a fixed mini-batch, bf16 vs float32 head ----
     g = torch.Generator().manual_seed(1)
