@@ -407,8 +407,7 @@ def fsdp_worker(model_dir, ref_dir, out):
     if world > 1:
         if rank == 0:
             torch.save(result, out)
-        dist.barrier()  # as at the end of em_ft.main: no rank exits straight after a collective
-        dist.destroy_process_group()
+        em_ft.leave_torchrun(0)  # as at the end of em_ft.main (see there why)
     return result
 
 
@@ -426,8 +425,7 @@ def load_worker(model_dir, out):
     if dist.get_rank() == 0:
         torch.save({"state": state, "buffers": {k: b.clone() for k, b in model.named_buffers()}, "tied": tied,
                     "eos": model.generation_config.eos_token_id}, out)
-    dist.barrier()
-    dist.destroy_process_group()
+    em_ft.leave_torchrun(0)
 
 
 if __name__ == "__main__":
