@@ -3,7 +3,11 @@
 The library-level checks are called directly; the scripts' command lines run as subprocesses, the way a
 user types them, and must fail before any model is loaded where the check does not need the model.
 """
+import os
 import pathlib
+import re
+import subprocess
+import sys
 
 import evaluate
 import pytest
@@ -36,9 +40,6 @@ def test_json_array_file_and_missing_fields_in_some_records(tmp_path):
 
 def _flag_helps(script):
     """{flag: help text} of every option of a script's --help, joined over its wrapped lines."""
-    import re
-    import subprocess
-    import sys
     out = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=60,
                          cwd=str(ROOT)).stdout
     helps, flag = {}, None
@@ -70,8 +71,6 @@ def test_em_rl_default_mini_batch_is_a_quarter_of_the_batch_when_it_fits(batch, 
 
 
 def test_evaluate_cli_on_a_problems_file_says_what_to_do_in_one_line(mini_math):
-    import subprocess
-    import sys
     res = subprocess.run([sys.executable, "evaluate.py", mini_math], capture_output=True, text=True, cwd=str(ROOT),
                          timeout=120)
     assert res.returncode == 1 and res.stdout == ""
@@ -86,9 +85,6 @@ def test_evaluate_cli_on_a_problems_file_says_what_to_do_in_one_line(mini_math):
     (["--dataset", "data"], "data: no such file"),
 ])
 def test_scripts_reject_bad_paths_and_devices_in_one_line(script, flags, message, mini_math, tmp_path):
-    import os
-    import subprocess
-    import sys
     argv = [sys.executable, script, "--dataset", mini_math, "--max-new-tokens", "4", *flags]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     res = subprocess.run(argv + ["--out", str(tmp_path / ("r.jsonl" if script == "em_inf.py" else "run"))],
@@ -101,9 +97,6 @@ def test_scripts_reject_bad_paths_and_devices_in_one_line(script, flags, message
                                                   ("em_ft.py", "README.md", "is a file: pass a folder"),
                                                   ("em_rl.py", "README.md", "is a file: pass a folder")])
 def test_out_of_the_wrong_kind_is_refused(script, out, message, mini_math):
-    import os
-    import subprocess
-    import sys
     res = subprocess.run([sys.executable, script, "--dataset", mini_math, "--out", out], capture_output=True, text=True,
                          cwd=str(ROOT), timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
