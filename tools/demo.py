@@ -58,6 +58,9 @@ def parse_args(argv=None):
                         "steps of 512 prompts)")
     p.add_argument("--rl-steps", type=int, default=6, help="EM-RL steps (default: 6; ours: ~3 min on 2 cores)")
     p.add_argument("--rl-lr", type=float, default=5e-5, help="EM-RL learning rate (default: 5e-5; ours, as --ft-lr)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="--seed of every command: the random draws of sampling and training; the questions stay "
+                        "tools/make_arithmetic.py's (default: 0)")
     p.add_argument("--batch-size", type=int, default=8,
                    help="training prompts per step; EM-RL samples 4 responses for each of half as many (default: 8)")
     a = p.parse_args(argv)
@@ -147,7 +150,7 @@ def main(argv=None):
     data = os.path.join(out, "data")
     run("data", [py, "tools/make_arithmetic.py", data, "--test", str(args.test)])
     train, test = os.path.join(data, "train.jsonl"), os.path.join(data, "test.jsonl")
-    common = ["--max-new-tokens", str(args.max_new_tokens), "--seed", "0"]
+    common = ["--max-new-tokens", str(args.max_new_tokens), "--seed", str(args.seed)]
 
     # 1. decoding: the same held-out questions, five ways (em_inf.py resumes its own results file)
     for name, flags in DECODING:
@@ -177,7 +180,7 @@ def main(argv=None):
                                         "--out", os.path.join(out, "training.png")])):
         run.timings.pop(key, None)  # plots are cheap: always redrawn from the current files
         run(key, cmd)
-    text = (f"# CPU demo: {args.model}, one-digit arithmetic ({args.test} held-out questions), "
+    text = (f"# CPU demo: {args.model}, seed {args.seed}, one-digit arithmetic ({args.test} held-out questions), "
             f"answers graded by the last number of the response (evaluate.py grading \"last_number\")\n\n"
             f"{table(args, run.timings)}\n\nTotal time of the commands: {sum(run.timings.values()) / 60:.1f} min "
             f"(this invocation: {(time.time() - t_start) / 60:.1f} min). Plots: decoding.png, training.png.\n")
