@@ -195,10 +195,14 @@ def test_demo_end_to_end_on_the_tiny_model_and_resume(tmp_path, tiny_model):
     need_matplotlib()
     out = tmp_path / "demo"
     args = [os.path.join("tools", "demo.py"), "--model", tiny_model, "--out", str(out), "--test", "3",
-            "--max-new-tokens", "3", "--ft-steps", "2", "--rl-steps", "1", "--batch-size", "2"]
+            "--max-new-tokens", "3", "--ft-steps", "2", "--rl-steps", "1", "--batch-size", "2", "--seed", "5"]
     proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    commands = [line for line in proc.stdout.splitlines() if re.match(r"\[demo\] .*\.py ", line)]
+    scripts = [c for c in commands if re.search(r"(em_inf|em_ft|em_rl)\.py", c)]
+    assert len(scripts) == 9 and all(" --seed 5 " in c for c in scripts)  # --seed reaches every run
     table = (out / "README.md").read_text()
+    assert "seed 5" in table
     for row in ("greedy", "sample T=1", "sample T=0.1", "adaptive temperature", "EM-INF", "EM-FT", "EM-RL"):
         assert f"| em_inf.py {row} |" in table or f"| {row}" in table, row
     assert table.count("(3) |") == 7  # every row graded the 3 held-out questions
