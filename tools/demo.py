@@ -1,8 +1,8 @@
 """The CPU demo: what entropy minimization does to a real (small) model, on 2 CPU cores.
 
-Time: 43 min measured on a 2-core machine shared with other jobs (load average ~11; decoding ~8 min,
-EM-FT ~22 min, EM-RL ~11 min); an idle machine is faster. On a busy machine OMP_NUM_THREADS=1 is much
-faster (greedy decoding of the 48 questions: ~1 min instead of ~15).
+Time: 7.5 min for `make demo` on an idle 2-core x86_64 CPU (decoding ~2 min, EM-FT ~3.5 min, EM-RL
+~2 min, each trained model's greedy pass ~20 s); a machine busy with other jobs is slower, and there
+OMP_NUM_THREADS=1 helps (torch's threads then stop fighting over the cores).
 
     make demo                                             # builds local_models/smollm2 first, offline
     python tools/demo.py --model HuggingFaceTB/SmolLM2-135M-Instruct --out runs/demo   # with the hub
@@ -51,12 +51,12 @@ def parse_args(argv=None):
     p.add_argument("--max-new-tokens", type=int, default=48,
                    help="response cap for every command (default: 48; ours: the model answers in ~30 tokens)")
     p.add_argument("--test", type=int, default=48, help="held-out questions (default: 48, see tools/make_arithmetic.py)")
-    p.add_argument("--ft-steps", type=int, default=20, help="EM-FT optimizer steps (default: 20; ours: ~4 min on 2 cores)")
+    p.add_argument("--ft-steps", type=int, default=20, help="EM-FT optimizer steps (default: 20; ours: ~3 min on 2 idle cores)")
     p.add_argument("--ft-lr", type=float, default=1e-5,
-                   help="EM-FT learning rate (default: 1e-5; ours: the sampled entropy of the 135M model falls ~6x in 10 "
-                        "steps, while 5e-5 collapses it to ~0 with accuracy 40%% -> 8%%; paper: 1e-6 for 7B over 40 "
-                        "steps of 512 prompts)")
-    p.add_argument("--rl-steps", type=int, default=6, help="EM-RL steps (default: 6; ours: ~3 min on 2 cores)")
+                   help="EM-FT learning rate (default: 1e-5; ours: the sampled entropy of the 135M model falls ~4x in 10 "
+                        "steps; 5e-5 collapsed it to ~0 with accuracy 40%% -> 8%% in an earlier release's run; paper: "
+                        "1e-6 for 7B over 40 steps of 512 prompts)")
+    p.add_argument("--rl-steps", type=int, default=6, help="EM-RL steps (default: 6; ours: ~2 min on 2 idle cores)")
     p.add_argument("--rl-lr", type=float, default=5e-5, help="EM-RL learning rate (default: 5e-5; ours, as --ft-lr)")
     p.add_argument("--seed", type=int, default=0,
                    help="--seed of every command: the random draws of sampling and training; the questions stay "
