@@ -16,6 +16,10 @@ into rollout / reward (no-grad scoring of policy and reference) / update (PPO fo
 AdamW) on the tiny fixture model and SmolLM2-135M; then scoring + one PPO update of a fixed
 8 x (32 + 256)-token mini-batch on --model, chunked (em_rl) vs materialized logits, in fresh
 processes: step memory and the largest tensor any op creates ([chunk, V] vs [B * T, V]).
+Rollout (bench_rollout_batching): continuous batching's refill against dropping finished rows.
+torchrun (bench_torchrun_rollout, bench_torchrun_load): real em_rl.py runs, one process against 2 ranks
+(gloo, OMP_NUM_THREADS=1), per-rank rollout tokens/s from metrics.jsonl's time_rollout; then rank 1's
+resident memory while em_rl.load_for_training loads SmolLM2 and a random model of 7B proportions.
 Prints markdown tables.
 """
 import argparse
@@ -26,6 +30,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -329,22 +334,168 @@ def bench_rollout_batching(a):
           f"{statistics.median(r[0] for r in res[True]) / statistics.median(r[0] for r in res[False]):.2f}")
 
 
+# ---------------------------------------------------------------------------------------------
+# torchrun (issue 12's two targets): rollout speed per rank, and rank 1's memory while loading
+# ---------------------------------------------------------------------------------------------
+def em_rl_cmd(out, world, a, problem_file):
+    """One real em_rl.py run, as a user types it (torchrun when world > 1); returns its metrics.jsonl rows."""
+    launcher = [sys.executable] if world == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                    "--nproc_per_node", str(world)]
+    cmd = [*launcher, os.path.join(ROOT, "em_rl.py"), "--model", os.path.join(ROOT, "local_models", "smollm2"),
+           "--dataset", problem_file, "--batch-size", str(world), "--samples-per-prompt", "4",
+           "--max-new-tokens", str(a.torchrun_tokens), "--steps", str(a.torchrun_steps), "--kl-coef", "0",
+           "--save-every", str(a.torchrun_steps + 1), "--out", out]
+    return cmd
+
+
+def rollout_rate(out):
+    """Per-rank rollout tokens/s of each step after the first: 4 responses per rank / time_rollout (slowest rank)."""
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [r["response_length"] * 4 / r["time_rollout"] for r in rows[1:]]
+
+
+def bench_torchrun_rollout(a, tmp):
+    """em_rl.py's time_rollout, one process vs 2 ranks under torchrun (gloo, OMP_NUM_THREADS=1 each).
+
+    Every rank decodes the same prompt (a one-problem dataset: --batch-size = world), 4 responses of up to
+    --torchrun-tokens, so per-rank work is the same both ways. A third variant runs two single-process
+    runs side by side: what 2 processes sharing this machine's cores and memory cost without any
+    torchrun code, to tell the machine's share from the code's.
+    """
+    problem_file = os.path.join(tmp, "one.jsonl")
+    with open(os.path.join(ROOT, "data", "mini_math.jsonl")) as f, open(problem_file, "w") as g:
+        g.write(f.readline())
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    rates = {"one process": [], "torchrun, 2 ranks (per rank)": [], "two single processes side by side (each)": []}
+    load = os.getloadavg()[0]
+    for i in range(a.repeats):
+        for name in rates:
+            if name.startswith("two"):
+                outs = [os.path.join(tmp, f"side{i}{j}") for j in (0, 1)]
+                procs = [subprocess.Popen(em_rl_cmd(o, 1, a, problem_file), env=env, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE, text=True) for o in outs]
+                if any(p.wait() != 0 for p in procs):
+                    sys.exit(f"em_rl.py failed:\n{procs[0].stderr.read()[-3000:]}")
+                for o in outs:
+                    rates[name] += rollout_rate(o)
+                continue
+            out = os.path.join(tmp, f"{'t' if 'torchrun' in name else 's'}{i}")
+            r = subprocess.run(em_rl_cmd(out, 2 if "torchrun" in name else 1, a, problem_file), env=env,
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                sys.exit(f"em_rl.py failed:\n{r.stderr[-3000:]}")
+            rates[name] += rollout_rate(out)
+    print(f"\n### rollout tokens/s per rank: em_rl.py in one process vs 2 ranks under torchrun (gloo), SmolLM2-135M, "
+          f"OMP_NUM_THREADS=1, 4 responses x up to {a.torchrun_tokens} tokens per rank, from metrics.jsonl's "
+          f"time_rollout (steps 2-{a.torchrun_steps} of {a.repeats} interleaved runs each; load average {load:.1f} at the start)\n")
+    print(f"command: `python bench/bench_train.py --sections torchrun --torchrun-tokens {a.torchrun_tokens} "
+          f"--torchrun-steps {a.torchrun_steps} --repeats {a.repeats}`\n")
+    print("| run | steps | median tokens/s | vs one process |\n|---|---|---|---|")
+    one = statistics.median(rates["one process"])
+    for name, r in rates.items():
+        print(f"| {name} | {len(r)} | {statistics.median(r):.1f} | {statistics.median(r) / one:.2f} |")
+
+
+def load_child(model_path):
+    """Under torchrun: em_rl.load_for_training as em_rl.main calls it (float32 master weights), with rank 1's
+    resident memory read before loading and around its set_model_state_dict (the weights' transfer)."""
+    import em_rl
+
+    def rss_mib():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+    args = em_rl.parse_args(["--model", model_path, "--dataset", os.path.join(ROOT, "data", "mini_math.jsonl"),
+                             "--batch-size", "2", "--dtype", "float32", "--device", "cpu"])
+    rank, world, device, dtype = em_rl.setup(args)
+    marks = {"before": rss_mib()}
+    original = em_rl.set_model_state_dict
+
+    def probed(*args_, **kwargs):  # the transfer itself: what its peak adds to what the process held
+        marks["transfer_start"] = rss_mib()
+        original(*args_, **kwargs)
+        marks["transfer_peak"] = peak_mib(device)
+
+    em_rl.set_model_state_dict = probed
+    model, _ = em_rl.load_for_training(args, rank, world, device, torch.float32)
+    marks["after"], marks["peak"] = rss_mib(), peak_mib(device)
+    numels = [p.numel() for p in model.parameters()]  # local shards; their full sizes below
+    full = [p.full_tensor().numel() if hasattr(p, "full_tensor") else n for p, n in zip(model.parameters(), numels)]
+    if rank == 1:
+        print(json.dumps({**marks, "model_mib": sum(full) * 4 / 2**20, "largest_mib": max(full) * 4 / 2**20}), flush=True)
+    em_rl.leave_torchrun(0)
+
+
+def proportioned_model(path):
+    """A random Llama-shaped model whose largest tensor is ~7% of it, as in Qwen2.5-Math-7B (untied embedding and
+    lm_head of 152064 x 3584 = 0.55e9 of 7.6e9 each): SmolLM2's tokenizer and vocabulary (49152), hidden 512,
+    34 layers with a 5376-wide MLP, untied head; 353M parameters, 1.35 GiB in float32."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if os.path.exists(os.path.join(path, "config.json")):
+        return
+    smollm2 = os.path.join(ROOT, "local_models", "smollm2")
+    config = AutoConfig.from_pretrained(smollm2)
+    config.update({"hidden_size": 512, "intermediate_size": 5376, "num_hidden_layers": 34, "num_attention_heads": 4,
+                   "num_key_value_heads": 1, "head_dim": 128, "tie_word_embeddings": False})
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(smollm2).save_pretrained(path)
+
+
+def bench_torchrun_load(a, tmp):
+    """Rank 1's peak resident memory while loading under torchrun, against the full float32 model."""
+    models = {"SmolLM2-135M-Instruct (tied embedding: 21% of it)": os.path.join(ROOT, "local_models", "smollm2"),
+              "random model of 7B proportions (largest tensor 7%)": os.path.join(tmp, "proportioned")}
+    proportioned_model(models["random model of 7B proportions (largest tensor 7%)"])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    print("\n### rank 1's memory while loading under torchrun (2 ranks, gloo): em_rl.load_for_training, float32 master "
+          "weights; resident memory (RSS) in MiB and as a fraction of the full float32 model\n")
+    print("command: `python bench/bench_train.py --sections torchrun`\n")
+    print("| model | full fp32 model | largest tensor | RSS before loading | peak - before | transfer peak - transfer start "
+          "| held after - before |\n|---|---|---|---|---|---|---|")
+    for name, path in models.items():
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               os.path.abspath(__file__), "--child", "load", "--model", path]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        lines = [line for line in r.stdout.splitlines() if line.startswith("{")]
+        if r.returncode != 0 or not lines:
+            sys.exit(f"load under torchrun failed:\n{r.stderr[-3000:]}")
+        m = json.loads(lines[-1])
+        size = m["model_mib"]
+
+        def frac(x):
+            return f"{x:.0f} ({x / size:.2f} x)"
+
+        print(f"| {name} | {size:.0f} | {frac(m['largest_mib'])} | {m['before']:.0f} | {frac(m['peak'] - m['before'])} "
+              f"| {frac(m['transfer_peak'] - m['transfer_start'])} | {frac(m['after'] - m['before'])} |")
+    print("\n'peak - before' includes what does not grow with the model (the tokenizer and config received from rank 0, "
+          "the modeling code imported); 'transfer' is set_model_state_dict alone: the shards plus one full tensor in flight.")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=os.path.join(ROOT, "local_models", "qwen-shaped"), help="model folder (make local_models)")
     p.add_argument("--response-tokens", type=int, default=1024, help="max new tokens per sampled response")
     p.add_argument("--batch", type=int, default=2, help="responses per step (one micro-batch)")
     p.add_argument("--repeats", type=int, default=2, help="timed steps after one warm-up step")
-    p.add_argument("--sections", nargs="+", choices=["em_ft", "em_rl", "rollout"], default=["em_ft", "em_rl", "rollout"],
+    p.add_argument("--sections", nargs="+", choices=["em_ft", "em_rl", "rollout", "torchrun"],
+                   default=["em_ft", "em_rl", "rollout", "torchrun"],
                    help="which benchmarks to run")
     p.add_argument("--rollout-prompts", type=int, default=32, help="rollout section: sequences in the rollout phase")
     p.add_argument("--rollout-batch", type=int, default=8, help="rollout section: --rollout-batch-size")
     p.add_argument("--rollout-tokens", type=int, default=256, help="rollout section: max new tokens per sequence")
-    p.add_argument("--child", choices=["em_ft"], help=argparse.SUPPRESS)
+    p.add_argument("--torchrun-tokens", type=int, default=64, help="torchrun section: max new tokens per response")
+    p.add_argument("--torchrun-steps", type=int, default=6, help="torchrun section: em_rl.py steps per run (the first is dropped)")
+    p.add_argument("--child", choices=["em_ft", "load"], help=argparse.SUPPRESS)
     p.add_argument("--variant", help=argparse.SUPPRESS)
     a = p.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # each table as soon as it is measured, also into a file
     if a.child == "em_ft":
         return em_ft_child(a.variant, a)
+    if a.child == "load":
+        return load_child(a.model)
     if not os.path.isdir(a.model):
         sys.exit(f"error: {a.model} does not exist: run `make local_models` first")
     print(f"## bench_train: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, "
@@ -355,6 +506,13 @@ def main():
         bench_em_rl_step(a)
     if "rollout" in a.sections:
         bench_rollout_batching(a)
+    if "torchrun" in a.sections:
+        if not os.path.isdir(os.path.join(ROOT, "local_models", "smollm2")):
+            print("\n(torchrun skipped: local_models/smollm2 does not exist, run `make local_models`)")
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                bench_torchrun_rollout(a, tmp)
+                bench_torchrun_load(a, tmp)
 
 
 if __name__ == "__main__":
