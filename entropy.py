@@ -109,7 +109,8 @@ def _entropy_stats(z: torch.Tensor):
     zc = z - m  # <= 0, -inf where masked
     e = torch.exp(zc)  # exp(-inf) = 0
     s = e.sum(dim=-1, keepdim=True).clamp_min(1e-30)  # >= 1 for any row with a finite logit
-    ez = torch.where(e > 0, e * zc, torch.zeros_like(e)).sum(dim=-1, keepdim=True) / s  # E_p[z - m]
+    zc0 = torch.where(e > 0, zc, torch.zeros_like(zc))  # 0 where masked: 0 * -inf would be NaN (also in backward)
+    ez = (e * zc0).sum(dim=-1, keepdim=True) / s  # E_p[z - m]
     return m, zc, torch.log(s), ez, e / s
 
 
@@ -125,19 +126,24 @@ def softmax_entropy(z: torch.Tensor, out=None):
 
     For callers that need all three: the EM-INF update (dH/dz = -(p log p + p H)) and its sampler,
     and token_entropy without a compiler. out: optional (p, plogp) float32 tensors of z's shape to
-    write into (the EM-INF update reuses its buffers from token to token; fresh ones otherwise).
+    write into (the EM-INF update reuses its buffers from token to token, under no_grad). When z
+    requires grad (and out is None), out-of-place ops instead, so autograd can differentiate H.
     p from softmax and log p = z - logsumexp(z) from log_softmax: no log() per token, so ~2x faster
     on a CPU than softmax + xlogy. Not p = exp(log p): ATen's CPU exp() takes a slow path for
     arguments below ~-88 (results that underflow), which are most of a sharp distribution's
     vocabulary (EM-INF samples at temperature 0.1): 23 vs 0.6 ms on [20, 49152], one thread,
     while softmax's own fused exp does not slow down. Always eager (a compiled kernel with out=
-    copies its result once more). -inf logits: p = 0, and log p is clamped to the lowest float32,
-    so p log p = 0 * (-3.4e38) = 0, never 0 * -inf = NaN.
+    copies its result once more). -inf logits: p = 0 and p log p = 0, never 0 * -inf = NaN (in place:
+    log p clamped to the lowest float32; under autograd: log p replaced by 0, so its gradient is 0).
     """
-    p, plogp = out if out is not None else (torch.empty_like(z), torch.empty_like(z))
-    torch.softmax(z, dim=-1, out=p)  # max-shifted inside: exp(z - max z) / sum, 0 where masked
-    torch.log_softmax(z, dim=-1, out=plogp).clamp_min_(torch.finfo(torch.float32).min)  # log p
-    plogp.mul_(p)  # p log p, in log p's memory
+    if out is None and z.requires_grad and torch.is_grad_enabled():  # out= ops have no derivative
+        p = torch.softmax(z, dim=-1)
+        plogp = p * torch.log_softmax(z, dim=-1).nan_to_num(neginf=0.0)  # masked: log p -> 0, its gradient 0
+    else:  # in place, into the caller's buffers or two fresh ones (the fastest form on a CPU)
+        p, plogp = out if out is not None else (torch.empty_like(z), torch.empty_like(z))
+        torch.softmax(z, dim=-1, out=p)  # max-shifted inside: exp(z - max z) / sum, 0 where masked
+        torch.log_softmax(z, dim=-1, out=plogp).clamp_min_(torch.finfo(torch.float32).min)  # log p
+        plogp.mul_(p)  # p log p, in log p's memory
     # H = -sum_v p_v log p_v
     return p, plogp, -plogp.sum(dim=-1)
 
