@@ -420,8 +420,7 @@ def load_child(model_path):
     em_rl.set_model_state_dict = probed
     model, _ = em_rl.load_for_training(args, rank, world, device, torch.float32)
     marks["after"], marks["peak"] = rss_mib(), peak_mib(device)
-    numels = [p.numel() for p in model.parameters()]  # local shards; their full sizes below
-    full = [p.full_tensor().numel() if hasattr(p, "full_tensor") else n for p, n in zip(model.parameters(), numels)]
+    full = [p.numel() for p in model.parameters()]  # a DTensor's numel is the full (unsharded) one
     if rank == 1:
         print(json.dumps({**marks, "model_mib": sum(full) * 4 / 2**20, "largest_mib": max(full) * 4 / 2**20}), flush=True)
     em_rl.leave_torchrun(0)
