@@ -337,6 +337,11 @@ def bench_rollout_batching(a):
 # ---------------------------------------------------------------------------------------------
 # torchrun (issue 12's two targets): rollout speed per rank, and rank 1's memory while loading
 # ---------------------------------------------------------------------------------------------
+def torchrun_env():
+    """Both torchrun benchmarks: offline, and one thread per process (2 ranks on 2 cores)."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
 def em_rl_cmd(out, world, a, problem_file):
     """One real em_rl.py run, as a user types it (torchrun when world > 1); returns its metrics.jsonl rows."""
     launcher = [sys.executable] if world == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -366,14 +371,13 @@ def bench_torchrun_rollout(a, tmp):
     problem_file = os.path.join(tmp, "one.jsonl")
     with open(os.path.join(ROOT, "data", "mini_math.jsonl")) as f, open(problem_file, "w") as g:
         g.write(f.readline())
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     rates = {"one process": [], "torchrun, 2 ranks (per rank)": [], "two single processes side by side (each)": []}
     load = os.getloadavg()[0]
     for i in range(a.repeats):
         for name in rates:
             if name.startswith("two"):
                 outs = [os.path.join(tmp, f"side{i}{j}") for j in (0, 1)]
-                procs = [subprocess.Popen(em_rl_cmd(o, 1, a, problem_file), env=env, stdout=subprocess.DEVNULL,
+                procs = [subprocess.Popen(em_rl_cmd(o, 1, a, problem_file), env=torchrun_env(), stdout=subprocess.DEVNULL,
                                           stderr=subprocess.PIPE, text=True) for o in outs]
                 if any(p.wait() != 0 for p in procs):
                     sys.exit(f"em_rl.py failed:\n{procs[0].stderr.read()[-3000:]}")
@@ -381,7 +385,7 @@ def bench_torchrun_rollout(a, tmp):
                     rates[name] += rollout_rate(o)
                 continue
             out = os.path.join(tmp, f"{'t' if 'torchrun' in name else 's'}{i}")
-            r = subprocess.run(em_rl_cmd(out, 2 if "torchrun" in name else 1, a, problem_file), env=env,
+            r = subprocess.run(em_rl_cmd(out, 2 if "torchrun" in name else 1, a, problem_file), env=torchrun_env(),
                                capture_output=True, text=True)
             if r.returncode != 0:
                 sys.exit(f"em_rl.py failed:\n{r.stderr[-3000:]}")
@@ -448,7 +452,6 @@ def bench_torchrun_load(a, tmp):
     models = {"SmolLM2-135M-Instruct (tied embedding: 21% of it)": os.path.join(ROOT, "local_models", "smollm2"),
               "random model of 7B proportions (largest tensor 7%)": os.path.join(tmp, "proportioned")}
     proportioned_model(models["random model of 7B proportions (largest tensor 7%)"])
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     print("\n### rank 1's memory while loading under torchrun (2 ranks, gloo): em_rl.load_for_training, float32 master "
           "weights; resident memory (RSS) in MiB and as a fraction of the full float32 model\n")
     print("command: `python bench/bench_train.py --sections torchrun`\n")
@@ -457,7 +460,7 @@ def bench_torchrun_load(a, tmp):
     for name, path in models.items():
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                os.path.abspath(__file__), "--child", "load", "--model", path]
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        r = subprocess.run(cmd, env=torchrun_env(), capture_output=True, text=True)
         lines = [line for line in r.stdout.splitlines() if line.startswith("{")]
         if r.returncode != 0 or not lines:
             sys.exit(f"load under torchrun failed:\n{r.stderr[-3000:]}")
