@@ -16,6 +16,7 @@ import zlib
 import pytest
 
 import evaluate
+import sandbox
 from evaluate import InputError, answers_equal, extract_boxed, grade, grade_math, pass_at_k, run_code
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -288,10 +289,10 @@ def test_huge_allocation_is_contained():
 
 def test_file_writes_are_contained(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    rc, out = evaluate._run_sandboxed("import os\nopen('out.txt', 'w').write('x')\nprint(os.getcwd())", timeout=5)
+    rc, out = sandbox._run_sandboxed("import os\nopen('out.txt', 'w').write('x')\nprint(os.getcwd())", timeout=5)
     assert rc == 0
-    sandbox = out.strip()
-    assert not (tmp_path / "out.txt").exists() and not os.path.exists(sandbox)  # written inside, then removed
+    folder = out.strip()
+    assert not (tmp_path / "out.txt").exists() and not os.path.exists(folder)  # written inside, then removed
     assert run_code("open('big.bin', 'wb').write(b'0' * (64 << 20))", "", timeout=10) is False  # RLIMIT_FSIZE
     assert run_code("while True:\n    print('spam' * 1000)", [{"input": "", "output": "spam"}], timeout=5) is False
 

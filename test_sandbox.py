@@ -1,4 +1,4 @@
-"""Attack set for the code grader (evaluate.run_code / _run_sandboxed): programs that try to fool it (exit before
+"""Attack set for the code grader (sandbox.run_code / _run_sandboxed): programs that try to fool it (exit before
 the tests, a __main__ block, tuples for lists) or to attack it (kill the grader, fork loops, setsid daemons,
 network, writes outside their folder). Each case checks the verdict, that it came within the timeout plus a
 small margin, and that no process of the program is left afterwards.
@@ -16,13 +16,14 @@ import time
 import pytest
 
 import evaluate
-from evaluate import run_code
+import sandbox
+from sandbox import run_code
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MARGIN = 2.0  # seconds a verdict may take beyond the program's timeout (process start + clean-up, loaded CI box)
-ISOLATED = evaluate._sandbox_mode().namespaces
+ISOLATED = sandbox._sandbox_mode().namespaces
 needs_namespaces = pytest.mark.skipif(not ISOLATED, reason="the fallback sandbox does not isolate this "
-                                                           f"({evaluate._sandbox_mode().why})")
+                                                           f"({sandbox._sandbox_mode().why})")
 ADD = "def add(a, b):\n    return a + b\n"
 ADD_TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n"
 
@@ -56,9 +57,9 @@ def graded(body, tests=ADD_TESTS, timeout=5.0, stdin=None):
     source, tag = tagged(body)
     t = time.monotonic()
     if stdin is None:
-        rc, out = evaluate._run_sandboxed(source, timeout=timeout, tests=tests)
+        rc, out = sandbox._run_sandboxed(source, timeout=timeout, tests=tests)
     else:
-        rc, out = evaluate._run_sandboxed(source, stdin_text=stdin, timeout=timeout)
+        rc, out = sandbox._run_sandboxed(source, stdin_text=stdin, timeout=timeout)
     seconds = time.monotonic() - t
     assert seconds < timeout + MARGIN
     assert leftovers(tag) == [], "a process of the program outlived its verdict"
@@ -155,7 +156,7 @@ def test_bounded_fork_loop_is_cut_and_cleaned_up():
     forked = int(out.split()[0])
     assert rc == 0
     if ISOLATED:
-        assert forked < evaluate.CODE_MAX_PROCS
+        assert forked < sandbox.CODE_MAX_PROCS
     # leftovers() in graded(): all of them are gone
 
 
@@ -190,10 +191,10 @@ def test_writes_outside_the_folder_do_not_persist(tmp_path):
     # destructive only where namespaces make it harmless: in the fallback these would really write
     os.chmod(tmp_path, 0o777)
     targets = [str(tmp_path / "evil.txt"), os.path.join(HERE, "evil.txt"), "/tmp/evil.txt", "/dev/shm/evil.txt"]
-    project = {name: os.stat(os.path.join(HERE, name)).st_mtime_ns for name in ("evaluate.py", "test_sandbox.py")}
+    project = {name: os.stat(os.path.join(HERE, name)).st_mtime_ns for name in ("sandbox.py", "test_sandbox.py")}
     body = "".join(f"try:\n    open({t!r}, 'w').write('x')\n    print('wrote')\nexcept OSError:\n    print('no')\n"
                    for t in targets)
-    body += ("for name in ('evaluate.py', 'test_sandbox.py'):\n    try:\n"
+    body += ("for name in ('sandbox.py', 'test_sandbox.py'):\n    try:\n"
              f"        os.open(os.path.join({HERE!r}, name), os.O_WRONLY | os.O_APPEND)\n        print('wrote')\n"
              "    except OSError:\n        print('no')\n"
              "open('inside.txt', 'w').write('fine')\nprint(open('inside.txt').read(), os.getcwd())\n")
@@ -217,14 +218,29 @@ def test_privileges_are_dropped_and_limits_stay():
 
 
 def test_without_namespaces_one_warning_and_the_fallback_still_grades(monkeypatch, capsys):
-    real_which = evaluate.shutil.which
-    monkeypatch.setattr(evaluate.shutil, "which", lambda name, *a, **k: None if name == "unshare"
+    real_which = sandbox.shutil.which
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name, *a, **k: None if name == "unshare"
                         else real_which(name, *a, **k))
-    monkeypatch.setattr(evaluate, "_MODE", None)  # restored after the test
-    assert evaluate._sandbox_mode().namespaces is False and evaluate._sandbox_mode().namespaces is False
+    monkeypatch.setattr(sandbox, "_MODE", None)  # restored after the test
+    assert sandbox._sandbox_mode().namespaces is False and sandbox._sandbox_mode().namespaces is False
     err = capsys.readouterr().err
-    assert err.count("warning: evaluate.run_code: no namespace sandbox (") == 1
+    assert err.count("warning: sandbox.run_code: no namespace sandbox (") == 1
     assert "use the network" in err and "write files" in err and "process limit" in err
     assert run_code(ADD, ADD_TESTS) is True
     assert run_code(f"import sys\n{ADD}sys.exit(0)\n", ADD_TESTS) is False
     assert capsys.readouterr().err == ""  # once per process
+
+
+def test_run_program_runs_a_whole_script_by_its_exit_status():
+    # sandbox.run_program: the script is __main__, no import header unless asked, files sit beside it
+    rc, out = sandbox.run_program("import sys\nprint(open('data.bin', 'rb').read())\nsys.exit(3)",
+                                  files={"data.bin": b"\x00xyz"})
+    assert (rc, out) == (3, "b'\\x00xyz'\n")
+    assert sandbox.run_program("if __name__ == '__main__':\n    print('main')")[1] == "main\n"
+    assert sandbox.run_program("x: List[int] = []")[0] == 1  # no LiveCodeBench header: typing names undefined
+    assert sandbox.run_program("x: List[int] = []", header=sandbox.LCB_HEADER)[0] == 0
+    start = time.monotonic()
+    assert sandbox.run_program("while True:\n    pass", timeout=1.0) == (None, "")
+    assert time.monotonic() - start < 1.0 + MARGIN
+    with pytest.raises(ValueError):
+        sandbox.run_program("pass", files={"../escape": b""})

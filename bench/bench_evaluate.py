@@ -8,7 +8,7 @@ tuples/sets/intervals, scientific notation, and truncated responses with no fina
 fresh math-verify worker (its start-up is timed separately) so the parse caches are cold, as in a real run
 where every answer is new. Every verdict is also checked against the label the generator gave it.
 Target (issue 3): 1000 answers well under a minute on 2 CPU cores; issue 10 kept it within 1.5x of 8.7 s.
-Then the code sandbox: the wall time of evaluate.run_code on a trivial program (call-based and stdin), i.e. the
+Then the code sandbox: the wall time of sandbox.run_code on a trivial program (call-based and stdin), i.e. the
 per-program start-up cost (namespaces, mounts, interpreter start, LiveCodeBench's import header, guard).
 Prints markdown tables with medians.
 """
@@ -22,6 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import evaluate  # noqa: E402
+import sandbox  # noqa: E402
 
 FILLER = ("We first rewrite the condition in terms of $x$ and simplify both sides. Substituting back, "
           "the equation becomes $2x + 3 = 7$, so we check each case carefully and verify the arithmetic. ")
@@ -118,18 +119,18 @@ def main():
 
 def code_startup(runs):
     """Median wall time of run_code on a trivial program: the sandbox's cost per program, interleaved kinds."""
-    mode = evaluate._sandbox_mode()  # the one-time probe, not timed
+    mode = sandbox._sandbox_mode()  # the one-time probe, not timed
     kinds = {"call-based (import + asserts + marker)": ("def f(x):\n    return x + 1\n", "assert f(1) == 2"),
              "stdin/stdout (run as __main__)": ("print(int(input()) + 1)\n", [{"input": "1\n", "output": "2\n"}])}
     times = {kind: [] for kind in kinds}
     for _ in range(runs):
         for kind, (code, tests) in kinds.items():
             t = time.perf_counter()
-            ok = evaluate.run_code(code, tests)
+            ok = sandbox.run_code(code, tests)
             times[kind].append(time.perf_counter() - t)
             assert ok, f"the trivial {kind} program failed"
     isolation = "PID/network/mount namespaces" if mode.namespaces else f"fallback ({mode.why})"
-    print(f"\n### evaluate.run_code start-up per program, {isolation} (median of {runs})\n")
+    print(f"\n### sandbox.run_code start-up per program, {isolation} (median of {runs})\n")
     print("| program | median ms | min ms |\n|---|---|---|")
     for kind, ts in times.items():
         print(f"| {kind} | {1e3 * statistics.median(ts):.1f} | {1e3 * min(ts):.1f} |")
