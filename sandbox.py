@@ -183,11 +183,17 @@ def _child():
                 stream.flush()
             os.write(1, f"\n{marker}\n".encode())
             os._exit(0)
+        marker = sys.stdin.readline().strip() if cfg["must_finish"] else None  # the rest of stdin is the program's
         guard()
         import runpy
 
         sys.argv = ["main.py"]
         runpy.run_path(os.path.join(here, "main.py"), init_globals=header, run_name="__main__")
+        if marker is not None:  # the whole script ran: the marker, as after the last test of call mode
+            for stream in (sys.stdout, sys.__stdout__):
+                stream.flush()
+            os.write(1, f"\n{marker}\n".encode())
+            os._exit(0)
 
 
     libc = None
@@ -341,7 +347,7 @@ def _wait(proc, timeout):
 
 
 def _run_sandboxed(source, stdin_text=None, timeout=10.0, memory_mb=CODE_MEMORY_MB, tests=None, mode=None,
-                   header=LCB_HEADER, files=None):
+                   header=LCB_HEADER, files=None, must_finish=False):
     """Run `source` in the sandbox; returns (exit code or None on timeout, stdout text).
 
     tests=None: `source` runs as __main__ with `stdin_text` on stdin (a stdin/stdout problem).
@@ -351,7 +357,9 @@ def _run_sandboxed(source, stdin_text=None, timeout=10.0, memory_mb=CODE_MEMORY_
     mode: a _SandboxMode to use instead of this process's (the probe run tries one out).
     header: Python run in the program's namespace before it (LiveCodeBench's imports by default; "" for none).
     files: {name: bytes} put beside main.py in the program's folder (e.g. test data); they count against the
-    folder's tmpfs, which grows by their size."""
+    folder's tmpfs, which grows by their size.
+    must_finish (tests=None only): exit code 0 also needs the marker, written once the script has run to its end,
+    so a script that calls sys.exit(0) or os._exit(0) before its last line fails."""
     mode = mode or _sandbox_mode()
     files = files or {}
     if any(os.sep in name or name in ("", ".", "..", "main.py") for name in files):
@@ -362,7 +370,7 @@ def _run_sandboxed(source, stdin_text=None, timeout=10.0, memory_mb=CODE_MEMORY_
     cfg = dict(namespaces=mode.namespaces, host_mnt_ns=mode.host_mnt_ns, expose=mode.expose, uid=uid,
                scratch_mb=CODE_SCRATCH_MB + extra_mb + 1, memory=memory_mb << 20, cpu=int(math.ceil(timeout)) + 1,
                fsize=CODE_FILE_MB << 20, nproc=CODE_MAX_PROCS, call=tests is not None, header=header,
-               site_packages=_SITE_PACKAGES, files=sorted(files))
+               site_packages=_SITE_PACKAGES, files=sorted(files), must_finish=must_finish and tests is None)
     command = [sys.executable, "-I", "-S", "-c", _child_source(), json.dumps(cfg)]
     if mode.namespaces:
         # --kill-child: if unshare dies, PID 1 gets SIGKILL (and with it the namespace)
@@ -382,7 +390,8 @@ def _run_sandboxed(source, stdin_text=None, timeout=10.0, memory_mb=CODE_MEMORY_
         # stdin and stdout are unlinked files outside the folder: the program reaches them only as fd 0 and 1
         # (stdout is bounded by RLIMIT_FSIZE, where a pipe could be flooded); under tests, stdin carries the
         # marker and the tests, which the bootstrap reads before the solution is loaded
-        fin.write((f"{marker}\n{tests}" if tests is not None else stdin_text or "").encode())
+        fin.write((f"{marker}\n{tests}" if tests is not None else
+                   f"{marker}\n{stdin_text or ''}" if must_finish else stdin_text or "").encode())
         fin.seek(0)
         proc = subprocess.Popen(command, cwd=tmp, env=env, stdin=fin, stdout=fout, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
@@ -409,22 +418,24 @@ def _run_sandboxed(source, stdin_text=None, timeout=10.0, memory_mb=CODE_MEMORY_
                 time.sleep(0.01)
         fout.seek(0)
         out = fout.read().decode(errors="replace")
-    if tests is not None:
+    if tests is not None or must_finish:
         done = out.endswith(f"\n{marker}\n")
         out = out[:-len(marker) - 2] if done else out
         code = code if code != 0 or done else 1
     return code, out
 
 
-def run_program(source, *, timeout=10.0, memory_mb=CODE_MEMORY_MB, header="", stdin_text=None, files=None):
+def run_program(source, *, timeout=10.0, memory_mb=CODE_MEMORY_MB, header="", stdin_text=None, files=None,
+                must_finish=False):
     """Run one program as __main__ in the sandbox: (exit code, or None when it ran past `timeout`, stdout text).
 
     The isolation of run_code (its docstring); no test protocol and, by default, no import header: graders that
-    judge a whole program by its exit status (LeetCode's asserts, SciCode's test files) call this. Any failure
-    to start the sandbox is an exit code of None, never an exception."""
+    judge a whole program by its exit status (LeetCode's asserts, SciCode's test files) call this.
+    must_finish=True: exit code 0 only if the script also ran to its end (an early sys.exit(0) gives 1).
+    Any failure to start the sandbox is an exit code of None, never an exception."""
     try:
         return _run_sandboxed(source, stdin_text=stdin_text, timeout=timeout, memory_mb=memory_mb, header=header,
-                              files=files)
+                              files=files, must_finish=must_finish)
     except (OSError, subprocess.SubprocessError):
         return None, ""
 

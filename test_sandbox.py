@@ -244,3 +244,11 @@ def test_run_program_runs_a_whole_script_by_its_exit_status():
     assert time.monotonic() - start < 1.0 + MARGIN
     with pytest.raises(ValueError):
         sandbox.run_program("pass", files={"../escape": b""})
+
+
+def test_run_program_must_finish_fails_a_script_that_exits_early():
+    assert sandbox.run_program("import sys\nsys.exit(0)\nassert False") == (0, "")  # plain: the exit status only
+    assert sandbox.run_program("import sys\nprint('x')\nsys.exit(0)\nassert False", must_finish=True) == (1, "x\n")
+    assert sandbox.run_program("import os\nos._exit(0)", must_finish=True)[0] == 1
+    assert sandbox.run_program("print(input())", must_finish=True, stdin_text="hello\n") == (0, "hello\n")
+    assert sandbox.run_program("assert 1 == 2", must_finish=True)[0] == 1
