@@ -45,6 +45,11 @@ sequences at its own pace, --rollout-batch-size rows at a time, a finished row's
 the rank's next sequence (continuous batching, as em_inf.py). metrics.jsonl splits each step's seconds
 into time_rollout and time_update (the slowest rank's).
 
+The file reads top to bottom as: arguments; the method (entropy_loss_sums, train_step); main; then the
+training plumbing that em_rl.py imports from here: the training flags, FSDP2 loading and sharding, gathered
+rollouts, micro-batches, the chunked entropy / log-prob forward, the eval pass, checkpoints, resume, metrics
+and the torchrun exit. The decode engine (sample), model loading and setup come from em_inf.py.
+
 Commands:
   1 GPU (a 1.5B model fits 80 GB with fp32 AdamW; 7B needs FSDP):
     python em_ft.py --model Qwen/Qwen2.5-Math-1.5B --dataset numina.jsonl --micro-batch-size 16 --out runs/em_ft_1p5b
@@ -67,66 +72,198 @@ import time
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
                                                      set_model_state_dict, set_optimizer_state_dict)
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicLayer
+from transformers import AutoModelForCausalLM
 
 import entropy
 import evaluate
+from em_inf import HelpFormatter, SOURCES, common_args, fail, load_model, sample, setup, stop_token_ids
 
 
-def fail(message):
-    """Bad input: one line on stderr naming the problem and the fix, exit code 2, no traceback."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+# ---- arguments (the training flags shared with em_rl.py, training_args, are below main) ----
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="EM-FT: minimize the token entropy of the model's own samples (arXiv "
+                                            "2505.15134 Sec. 3.1). " + SOURCES,
+                                formatter_class=HelpFormatter)
+    common_args(p, batch_size_default=512, batch_size_help="prompts per optimizer step, all ranks together (each "
+                                                           "rank takes batch-size / processes of them, so it must be "
+                                                           "divisible by the number of processes), each sampled "
+                                                           "--samples-per-prompt times (paper setup: 512)")
+    training_args(p, script="em_ft", steps_default=40, steps_help="optimizer steps (paper setup: ~40 for EM-FT, "
+                                                                  "early stopped)")
+    # ---- EM-FT flags ----
+    p.add_argument("--samples-per-prompt", type=int, default=1, help="responses sampled per prompt, N in Eq. 2 "
+                                                                     "(paper: 1 in the main result; variant: 4)")
+    p.add_argument("--kl-coef", type=float, default=0.0, help="weight of the k3 KL to the frozen initial model, "
+                                                              "loaded only when > 0 (paper: 0; variant: 0.001)")
+    args = p.parse_args(argv)
+    check_training_args(args)
+    if args.kl_coef < 0:
+        fail(f"--kl-coef must be >= 0, got {args.kl_coef}")
+    return args
 
 
-# ---- arguments: the common flags come first, in this order, with these help texts ----
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """--help shows each flag's default as "(default: X)", unless the help text already says it."""
+# ---- the method: token-entropy loss on the sampled responses (paper Sec. 3.1, Eq. 2) ----
+def entropy_loss_sums(model, ref_model, batch):
+    """Sums over one micro-batch's response tokens: (sum_t H_t, sum_t KL_t, with gradient).
 
-    def _get_help_string(self, action):
-        return action.help if "default:" in action.help else super()._get_help_string(action)
-
-
-SOURCES = ("Where a default comes from, in parentheses after each help text: (paper ...) = the paper, arXiv "
-           "2505.15134; (official ...) = the authors' code, github.com/shivamag125/EM_PT; (ours: why) = our own "
-           "choice, where neither gives a value.")
-
-
-def common_args(p, *, batch_size_default, batch_size_help):
-    p.add_argument("--model", default="Qwen/Qwen2.5-Math-7B", help="hub id or local folder (paper Sec. 4)")
-    p.add_argument("--dataset", default="math500", help="benchmark name or .jsonl/.json/.parquet file, see evaluate.load_problems (ours: math500, the paper's first benchmark; train on your own prompts file)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N problems (default: all; ours: smoke runs)")
-    p.add_argument("--batch-size", type=int, default=batch_size_default, help=batch_size_help)
-    p.add_argument("--max-new-tokens", type=int, default=4096, help="response length cap (paper Sec. 4: 4096; 3072 for training)")
-    p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same output (ours)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype; auto = bf16 on CUDA, float32 on CPU (ours)")
-    p.add_argument("--device", default="auto", help="auto = cuda if available else cpu (ours)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the small hot functions of entropy.py (default: on with CUDA, off on CPU; ours)")
-    return p
+    H_t = H(pi_theta(. | x, y_<t)) at every response token (shift-by-one aligned inside entropy.py:
+    the state at position t predicts token t+1). KL_t is 0 without a reference model.
+    """
+    h, logp, mask = forward_entropy_logprob(model, batch)  # [b, T-1] each, zero off the response
+    kl_sum = torch.zeros((), device=h.device)
+    if ref_model is not None:
+        ref_logp = reference_logprob(ref_model, batch)
+        # k3 estimator of KL(pi_theta || pi_ref) on y ~ pi_theta: exp(r) - r - 1 >= 0,
+        # r = log pi_ref(y_t) - log pi_theta(y_t), clamped to [-10, 10] as verl's low_var_kl
+        r = (ref_logp - logp).clamp(-10.0, 10.0)
+        kl_sum = ((torch.exp(r) - r - 1.0) * mask).sum()
+    return (h * mask).sum(), kl_sum
 
 
-# ---- training arguments: shared by em_ft.py and em_rl.py, same names and defaults ----
-def training_args(p, *, steps_default, steps_help):
+def train_step(model, ref_model, optimizer, batches, args, world, device, dtype):
+    """One AdamW step on L = (sum H + kl_coef * sum KL) / N over all response tokens of the step.
+
+    N counts the response tokens on every rank and in every micro-batch, so accumulating the
+    micro-batch gradients gives exactly the gradient of the full-batch token mean.
+    """
+    # N = sum_i |y_i| over the global batch: the token-mean denominator
+    n_tokens = all_reduce_sum(sum(b["response_mask"].sum() for b in batches).float())
+    h_total, kl_total = torch.zeros((), device=device), torch.zeros((), device=device)
+    for batch in batches:
+        with autocast(device, dtype):
+            h_sum, kl_sum = entropy_loss_sums(model, ref_model, batch)
+        # FSDP averages gradients over the ranks; * world turns that average back into the global sum
+        loss = (h_sum + args.kl_coef * kl_sum) * world / n_tokens.clamp_min(1.0)
+        loss.backward()
+        h_total += h_sum.detach()
+        kl_total += kl_sum.detach()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)  # pre-clip global norm
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    h_mean = all_reduce_sum(h_total).item() / max(n_tokens.item(), 1.0)
+    kl_mean = all_reduce_sum(kl_total).item() / max(n_tokens.item(), 1.0)
+    stats = {"loss": h_mean + args.kl_coef * kl_mean, "entropy": h_mean}
+    if ref_model is not None:
+        stats["kl"] = kl_mean
+    grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # DTensor under FSDP2
+    stats["grad_norm"] = grad_norm.item()
+    stats["response_tokens"] = int(n_tokens.item())
+    return stats
+
+
+# ---- main: sample, take one step on the entropy, log, checkpoint ----
+def main(argv=None):
+    args = parse_args(argv)
+    rank, world, device, dtype = setup(args)
+    if args.batch_size % world:
+        fail(f"--batch-size {args.batch_size} must be divisible by the number of processes ({world})")
+    try:
+        problems = evaluate.load_problems(args.dataset, limit=args.limit, require_answer=False)  # unlabeled
+        eval_problems = evaluate.load_problems(args.eval_dataset, limit=args.eval_limit) if args.eval_dataset else []
+    except evaluate.InputError as e:
+        fail(str(e))
+    if rank == 0:
+        os.makedirs(args.out, exist_ok=True)
+    state = load_train_state(args, rank, world)
+    start = state["step"] if state else 0
+
+    # float32 master weights (AdamW updates of lr 1e-6 vanish in bf16); the forward runs in --dtype.
+    # Resuming loads the latest weights (and tokenizer) saved in --out instead of --model.
+    model, tokenizer = load_for_training(argparse.Namespace(**{**vars(args), "model": args.out}) if state else args,
+                                         rank, world, device, torch.float32)
+    ref_model = None
+    if args.kl_coef > 0:  # the frozen initial model, in the compute dtype: it never trains
+        ref_model, _ = load_for_training(args, rank, world, device, dtype, trainable=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    if state:
+        restore_train_state(state, model, optimizer, device, rank, world)
+        if rank == 0:
+            print(f"resuming {args.out} after step {start}", flush=True)
+    stop_ids = stop_token_ids(model, tokenizer)
+    prompts = training_prompts(problems, tokenizer, args, rank)
+    metrics = open_metrics(args, start, rank)
+
+    interrupted = False
+    with graceful_stop() as signal_flag:
+        bar = tqdm(range(start + 1, args.steps + 1), initial=start, total=args.steps, disable=rank != 0, desc=os.path.basename(__file__)[:-3])
+        for step in bar:
+            t0 = clock(device)
+            samples = rollout(model, tokenizer, step_prompts(prompts, step, args, rank, world), args, stop_ids, device, dtype)
+            t1 = clock(device)
+            stats = train_step(model, ref_model, optimizer, micro_batches(samples, args, tokenizer.pad_token_id), args, world, device, dtype)
+            t2 = clock(device)
+            times = slowest_rank({"time_rollout": t1 - t0, "time_update": t2 - t1}, device)
+            seconds = t2 - t0
+            n_tokens = stats.pop("response_tokens")  # sampled and trained on, all ranks
+            log = {"step": step, **stats, "response_length": n_tokens / (args.batch_size * args.samples_per_prompt),
+                   "lr": optimizer.param_groups[0]["lr"], "tokens_per_second": n_tokens / seconds, "seconds": seconds, **times}
+            if eval_problems and (step == args.steps or (args.eval_every and step % args.eval_every == 0)):
+                log["eval_accuracy"] = evaluate_accuracy(model, tokenizer, eval_problems, args, stop_ids, device, dtype, rank, world)
+            if rank == 0:
+                metrics.write(json.dumps(log) + "\n")
+                metrics.flush()
+                bar.set_postfix(loss=f"{log['loss']:.4f}", entropy=f"{log['entropy']:.4f}")
+            interrupted = stop_requested(signal_flag, device)
+            if step % args.save_every == 0 or step == args.steps or interrupted:
+                save_checkpoint(model, optimizer, tokenizer, step, args, device, rank, world)
+            if interrupted:
+                break
+    if rank == 0:
+        metrics.close()
+        if interrupted:
+            print(f"interrupted: saved step {step} to {args.out}; rerun the same command to resume", file=sys.stderr, flush=True)
+        else:
+            print(f"done: {args.steps} steps, model in {args.out}", flush=True)
+    if interrupted and world == 1:
+        sys.exit(130)
+    if world > 1:
+        leave_torchrun(130 if interrupted else 0)
+
+
+# ---- training plumbing, shared with em_rl.py: flags, FSDP2 sharding and precision ----
+def training_args(p, *, script, steps_default, steps_help):
+    """The flags em_ft.py and em_rl.py share; script (em_ft or em_rl) names the default run folder."""
     p.set_defaults(max_new_tokens=3072)  # training responses are capped at 3072 tokens (paper setup)
     p.add_argument("--steps", type=int, default=steps_default, help=steps_help)
-    p.add_argument("--lr", type=float, default=1e-6, help="AdamW learning rate, constant (official EM-RL config: 1e-6)")
-    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (official EM-RL config: 0.01)")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="clip the global gradient norm to this (paper / official config: 1.0)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the training responses (paper Sec. 3: 1.0)")
-    p.add_argument("--max-prompt-tokens", type=int, default=1024, help="skip longer prompts (paper setup: prompts <= 1024 tokens)")
-    p.add_argument("--micro-batch-size", type=int, default=8, help="sequences (prompt + one response) per forward/backward on each rank; any value >= 1: gradients accumulate over the whole batch, so it changes memory and speed, never the result (ours)")
-    p.add_argument("--rollout-batch-size", type=int, default=64, help="sequences (prompt + one response) decoded together on each rank, for rollouts and --eval-dataset; any value >= 1; the samples depend on it, not on --micro-batch-size (ours: a decode step reads every weight once for all rows, so 64 rows cost a GPU little more than 1; their KV cache at 4096 tokens is ~15 GB for a 7B Qwen)")
+    p.add_argument("--lr", type=float, default=1e-6, help="AdamW learning rate, constant (official EM-RL config: "
+                                                          "1e-6)")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (official EM-RL config: "
+                                                                    "0.01)")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="clip the global gradient norm to this (paper / "
+                                                                "official config: 1.0)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the training responses "
+                                                                  "(paper Sec. 3: 1.0)")
+    p.add_argument("--max-prompt-tokens", type=int, default=1024, help="skip longer prompts (paper setup: prompts <= "
+                                                                       "1024 tokens)")
+    p.add_argument("--micro-batch-size", type=int, default=8, help="sequences (prompt + one response) per "
+                                                                   "forward/backward on each rank; any value >= 1: "
+                                                                   "gradients accumulate over the whole batch, so it "
+                                                                   "changes memory and speed, never the result "
+                                                                   "(ours)")
+    p.add_argument("--rollout-batch-size", type=int, default=64, help="sequences (prompt + one response) decoded "
+                                                                      "together on each rank, for rollouts and "
+                                                                      "--eval-dataset; any value >= 1; the samples "
+                                                                      "depend on it, not on --micro-batch-size "
+                                                                      "(ours: a decode step reads every weight once "
+                                                                      "for all rows, so 64 rows cost a GPU little "
+                                                                      "more than 1; their KV cache at 4096 tokens is "
+                                                                      "~15 GB for a 7B Qwen)")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False, help="recompute each layer's activations in backward: far less activation memory for ~30%% more compute (ours)")
-    p.add_argument("--out", default=os.path.join("runs", os.path.basename(__file__)[:-3]), help="run folder: metrics.jsonl, the latest model (save_pretrained) and train_state.pt; rerunning resumes from it (ours)")
-    p.add_argument("--save-every", type=int, default=10, help="save a checkpoint every N steps, and always after the last one (ours)")
-    p.add_argument("--eval-dataset", default=None, help="benchmark for greedy accuracy during training, named as --dataset (default: none; ours: off)")
-    p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps and after the last one; 0 = after the last one only (ours)")
-    p.add_argument("--eval-limit", type=int, default=None, help="use only the first N eval problems (default: all; ours: smoke runs)")
+    p.add_argument("--out", default=os.path.join("runs", script), help="run folder: metrics.jsonl, the latest model "
+                                                                       "(save_pretrained) and train_state.pt; "
+                                                                       "rerunning resumes from it (ours)")
+    p.add_argument("--save-every", type=int, default=10, help="save a checkpoint every N steps, and always after the "
+                                                              "last one (ours)")
+    p.add_argument("--eval-dataset", default=None, help="benchmark for greedy accuracy during training, named as "
+                                                        "--dataset (default: none; ours: off)")
+    p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps and after the last one; 0 = "
+                                                             "after the last one only (ours)")
+    p.add_argument("--eval-limit", type=int, default=None, help="use only the first N eval problems (default: all; "
+                                                                "ours: smoke runs)")
     return p
 
 
@@ -147,207 +284,6 @@ def check_training_args(args):
         fail(f"--out {args.out} is a file: pass a folder for the run (metrics, model, training state)")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="EM-FT: minimize the token entropy of the model's own samples (arXiv 2505.15134 Sec. 3.1). " + SOURCES,
-                                formatter_class=HelpFormatter)
-    common_args(p, batch_size_default=512, batch_size_help="prompts per optimizer step, all ranks together (each rank takes batch-size / processes of them, so it must be divisible by the number of processes), each sampled --samples-per-prompt times (paper setup: 512)")
-    training_args(p, steps_default=40, steps_help="optimizer steps (paper setup: ~40 for EM-FT, early stopped)")
-    # ---- EM-FT flags ----
-    p.add_argument("--samples-per-prompt", type=int, default=1, help="responses sampled per prompt, N in Eq. 2 (paper: 1 in the main result; variant: 4)")
-    p.add_argument("--kl-coef", type=float, default=0.0, help="weight of the k3 KL to the frozen initial model, loaded only when > 0 (paper: 0; variant: 0.001)")
-    args = p.parse_args(argv)
-    check_training_args(args)
-    if args.kl_coef < 0:
-        fail(f"--kl-coef must be >= 0, got {args.kl_coef}")
-    return args
-
-
-# ---- setup: distributed, device, dtype, seed, compile; printed once ----
-def setup(args):
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; a plain `python` run is world size 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if args.device == "auto":
-        args.device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        fail(f"--device {args.device!r} is not a device torch knows: pass auto, cpu, cuda or cuda:N")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            fail(f"--device {args.device}, but torch sees no CUDA GPU (a CPU build of torch, or no driver): pass --device cpu or auto")
-        device = torch.device("cuda", local_rank if device.index is None else device.index)  # "cuda": this rank's GPU
-        torch.cuda.set_device(device)
-    if world > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if args.dtype == "auto":
-        args.dtype = "bfloat16" if device.type == "cuda" else "float32"
-    if args.compile is None:
-        args.compile = device.type == "cuda"
-    entropy.set_compile(args.compile)
-    torch.manual_seed(args.seed + rank)
-    if rank == 0:
-        print(f"device={device} dtype={args.dtype} compile={args.compile} world_size={world}", flush=True)
-        print("args: " + json.dumps(vars(args)), flush=True)
-    return rank, world, device, getattr(torch, args.dtype)
-
-
-def load_model(args, device, dtype):
-    """Model + left-padding tokenizer from a hub id or a local folder, one-line error if missing."""
-    # a hub id is "org/name"; anything else that looks like a path, or exists here, must be a model folder
-    looks_local = args.model.startswith((".", "/")) or args.model.count("/") > 1 or os.path.exists(args.model)
-    if looks_local and not os.path.isfile(os.path.join(args.model, "config.json")):
-        problem = "does not exist" if not os.path.exists(args.model) else "is not a model folder (no config.json)"
-        fail(f"model folder {args.model!r} {problem}: pass a Hugging Face model folder or a hub id such as Qwen/Qwen2.5-Math-7B")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(args.model, padding_side="left")
-        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(device)
-    except (OSError, ValueError) as e:  # hub errors, missing weights or tokenizer files
-        where = "the folder" if looks_local else "no such local folder, and the hub"
-        fail(f"cannot load model {args.model!r}: {where} said: {str(e).strip().splitlines()[0]}")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
-
-
-def stop_token_ids(model, tokenizer):
-    """EOS ids from the tokenizer, the generation config and the chat end token, whichever exist."""
-    ids = {tokenizer.eos_token_id}
-    gen_eos = model.generation_config.eos_token_id
-    ids |= set(gen_eos) if isinstance(gen_eos, (list, tuple)) else {gen_eos}
-    vocab = tokenizer.get_vocab()
-    ids |= {vocab[t] for t in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>") if t in vocab}
-    return sorted(i for i in ids if i is not None)
-
-
-# ---- sampling: our own batched KV-cache decode loop, finished rows leave the batch ----
-@torch.no_grad()
-def sample(model, tokenizer, prompts, max_new_tokens, pick_next, stop_ids, batch_size, drop_at=1, refill=True, work=None):
-    """Decode prompt strings with the KV cache, batch_size rows at a time; yield each row when it finishes.
-
-    pick_next(logits [b, V] float32, rows [b] long: each row's index in prompts) -> (next tokens [b] long,
-    stats dict of [b] tensors) is the only per-method part: temperature sampling, greedy or the EM-INF update.
-    Yields (index in prompts, response ids [n] long, {stat: [n] float32}) as rows finish, on the CPU;
-    the response includes the stop token (or ends at max_new_tokens).
-    Rows that finished keep being computed (their tokens thrown away) until drop_at of them have
-    finished (or all rows have): then they leave the batch and the KV cache, which costs one copy of
-    the cache. With refill, the next prompts take the freed rows at that moment (continuous batching, what
-    em_inf.py and the rollouts of em_ft.py / em_rl.py run: a rank's rollout phase has many more sequences
-    than rows); without, new prompts start only when the whole batch is done (drop_at=batch_size and
-    refill=False give static batches). work["row_steps"] counts the rows of every decode step (occupancy).
-    """
-    device = next(model.parameters()).device
-    stop = torch.tensor(stop_ids, dtype=torch.long, device=device)
-    # per row of the batch: its prompt index, tokens generated so far, next input token and position
-    rows = torch.zeros(0, dtype=torch.long, device=device)
-    lengths, step_ids, step_pos = rows.clone(), rows.clone(), rows.clone()
-    finished = torch.zeros(0, dtype=torch.bool, device=device)
-    tokens = torch.zeros(0, max_new_tokens, dtype=torch.long, device=device)  # [b, R] response ids
-    stats = {}  # name -> [b, R] per-token statistics
-    cache, attn = None, torch.zeros(0, 0, dtype=torch.long, device=device)  # attn [b, L]: 1 on cached real tokens
-    started = 0  # prompts[:started] have entered the batch
-    while True:
-        # 1. finished rows leave the batch and the cache, once there are enough of them to pay for the copy
-        n_finished = int(finished.sum())  # a host sync, like the stop check of any decode loop
-        if n_finished and n_finished >= min(drop_at, len(rows)):
-            keep = (~finished).nonzero().squeeze(1)
-            rows, lengths, step_ids, step_pos, finished, tokens, attn = (
-                x[keep] for x in (rows, lengths, step_ids, step_pos, finished, tokens, attn))
-            stats = {k: v[keep] for k, v in stats.items()}
-            cache = _trim(cache, attn, keep) if len(keep) else None
-            attn = attn[:, attn.shape[1] - (0 if cache is None else cache.get_seq_length()):]
-        # 2. new prompts take the free rows: continuously (refill), or when the whole batch is done
-        new = min(batch_size - len(rows), len(prompts) - started) if refill or len(rows) == 0 else 0
-        if new > 0:
-            new_cache, new_attn, new_ids, new_pos = _prefill(model, tokenizer, prompts[started:started + new], device)
-            cache, attn = _merge(cache, attn, new_cache, new_attn)
-            rows = torch.cat([rows, torch.arange(started, started + new, device=device)])
-            lengths = torch.cat([lengths, torch.zeros_like(new_ids)])
-            finished = torch.cat([finished, torch.zeros_like(new_ids, dtype=torch.bool)])
-            step_ids, step_pos = torch.cat([step_ids, new_ids]), torch.cat([step_pos, new_pos])
-            tokens = torch.cat([tokens, tokens.new_zeros(new, max_new_tokens)])
-            stats = {k: torch.cat([v, v.new_zeros(new, max_new_tokens)]) for k, v in stats.items()}
-            started += new
-        if len(rows) == 0:
-            return
-        # 3. one decode step for every row: the new token attends to the cache and to itself
-        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], -1)
-        res = model(input_ids=step_ids[:, None], attention_mask=attn, position_ids=step_pos[:, None], cache=cache,
-                    use_cache=True, logits_to_keep=1)
-        cache = res.cache
-        nxt, st = pick_next(res.logits[:, -1].float(), rows)
-        if work is not None:
-            work["row_steps"] = work.get("row_steps", 0) + len(rows)
-        # write each row's token at its own position (a finished row writes past its end: never read)
-        at = (torch.arange(len(rows), device=device), lengths.clamp_max(max_new_tokens - 1))
-        tokens[at] = nxt
-        for k, v in st.items():
-            stats.setdefault(k, torch.zeros(len(rows), max_new_tokens, device=device))[at] = v.float()
-        lengths += ~finished
-        done_now = ~finished & (torch.isin(nxt, stop) | (lengths >= max_new_tokens))
-        finished |= done_now
-        for i in done_now.nonzero().squeeze(1).tolist():
-            n = int(lengths[i])
-            yield int(rows[i]), tokens[i, :n].cpu(), {k: v[i, :n].cpu() for k, v in stats.items()}
-        step_ids, step_pos = nxt, step_pos + 1
-
-
-def _prefill(model, tokenizer, texts, device):
-    """Put the prompts in a new KV cache, all but their last token, which is each row's first decode input.
-
-    returns (cache or None, attention mask [n, P - 1] of the cached tokens, last token [n], its position [n]).
-    Left padding puts every prompt's last token in the last column; positions count real tokens only.
-    """
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-    ids, attn = enc.input_ids, enc.attention_mask
-    pos = (attn.cumsum(-1) - 1).clamp_min(0)
-    cache = None
-    if ids.shape[1] > 1:
-        cache = model(input_ids=ids[:, :-1], attention_mask=attn[:, :-1], position_ids=pos[:, :-1], use_cache=True,
-                      logits_to_keep=1).cache
-    return cache, attn[:, :-1], ids[:, -1], pos[:, -1]
-
-
-def _cache_layers(cache):
-    """The DynamicLayer list of a DynamicCache; other layer kinds (sliding windows) cannot be re-padded."""
-    if any(type(layer) is not DynamicLayer for layer in cache.layers):
-        fail(f"continuous batching needs full-attention cache layers, this model has "
-             f"{sorted({type(layer).__name__ for layer in cache.layers})}: em_inf.py --batching static decodes it; "
-             f"em_ft.py and em_rl.py need a model without sliding-window layers")
-    return cache.layers
-
-
-def _trim(cache, attn, keep):
-    """Keep only the batch rows `keep` of the cache, then drop leading columns that are padding in every row.
-
-    attn [b, L] is the mask of the rows kept; the caller cuts it to the cache's new length."""
-    cache.batch_select_indices(keep)
-    first = int(attn.any(0).int().argmax())  # the first column holding a real token of some row
-    if first > 0:
-        for layer in _cache_layers(cache):
-            layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
-    return cache
-
-
-def _merge(cache, attn, new_cache, new_attn):
-    """Stack the rows of two left-padded KV caches: the shorter one is padded on the left to the other's length.
-
-    Padding columns hold zeros and are masked out by attn (0), like the tokenizer's own left padding."""
-    if len(attn) == 0:  # the batch was empty
-        return new_cache, new_attn
-    length = max(attn.shape[1], new_attn.shape[1])
-    old_layers = _cache_layers(cache)
-    new_layers = _cache_layers(new_cache) if new_cache is not None else [None] * len(old_layers)
-    for old, new in zip(old_layers, new_layers):
-        for name in ("keys", "values"):
-            a = getattr(old, name)  # [b, heads, L, head_dim]
-            b = getattr(new, name) if new is not None else a.new_zeros(len(new_attn), a.shape[1], 0, a.shape[3])
-            setattr(old, name, torch.cat([F.pad(a, (0, 0, length - a.shape[2], 0)), F.pad(b, (0, 0, length - b.shape[2], 0))]))
-    attn = torch.cat([F.pad(attn, (length - attn.shape[1], 0)), F.pad(new_attn, (length - new_attn.shape[1], 0))])
-    return cache, attn
-
-
-# ---- training plumbing shared by em_ft.py and em_rl.py: sharding, precision, data, rollouts, eval ----
 def load_for_training(args, rank, world, device, dtype, *, trainable=True):
     """load_model, then prepare_model; under torchrun without a full copy of the model on every rank.
 
@@ -463,6 +399,7 @@ def slowest_rank(times, device):
     return dict(zip(times, t.tolist()))
 
 
+# ---- training data, rollouts, micro-batches, the chunked forward, the eval pass ----
 # the official EM-RL training data (verl's process_math.py) ends every problem with this instruction
 TRAIN_SUFFIX = " Let us think step by step and output the final answer within \\boxed{}"
 
@@ -606,57 +543,10 @@ def evaluate_accuracy(model, tokenizer, problems, args, stop_ids, device, dtype,
     return all_reduce_sum(correct).item() / len(problems)
 
 
-# ---- the method: token-entropy loss on the sampled responses (paper Sec. 3.1, Eq. 2) ----
-def entropy_loss_sums(model, ref_model, batch):
-    """Sums over one micro-batch's response tokens: (sum_t H_t, sum_t KL_t, with gradient).
-
-    H_t = H(pi_theta(. | x, y_<t)) at every response token (shift-by-one aligned inside entropy.py:
-    the state at position t predicts token t+1). KL_t is 0 without a reference model.
-    """
-    h, logp, mask = forward_entropy_logprob(model, batch)  # [b, T-1] each, zero off the response
-    kl_sum = torch.zeros((), device=h.device)
-    if ref_model is not None:
-        ref_logp = reference_logprob(ref_model, batch)
-        # k3 estimator of KL(pi_theta || pi_ref) on y ~ pi_theta: exp(r) - r - 1 >= 0,
-        # r = log pi_ref(y_t) - log pi_theta(y_t), clamped to [-10, 10] as verl's low_var_kl
-        r = (ref_logp - logp).clamp(-10.0, 10.0)
-        kl_sum = ((torch.exp(r) - r - 1.0) * mask).sum()
-    return (h * mask).sum(), kl_sum
-
-
-def train_step(model, ref_model, optimizer, batches, args, world, device, dtype):
-    """One AdamW step on L = (sum H + kl_coef * sum KL) / N over all response tokens of the step.
-
-    N counts the response tokens on every rank and in every micro-batch, so accumulating the
-    micro-batch gradients gives exactly the gradient of the full-batch token mean.
-    """
-    # N = sum_i |y_i| over the global batch: the token-mean denominator
-    n_tokens = all_reduce_sum(sum(b["response_mask"].sum() for b in batches).float())
-    h_total, kl_total = torch.zeros((), device=device), torch.zeros((), device=device)
-    for batch in batches:
-        with autocast(device, dtype):
-            h_sum, kl_sum = entropy_loss_sums(model, ref_model, batch)
-        # FSDP averages gradients over the ranks; * world turns that average back into the global sum
-        loss = (h_sum + args.kl_coef * kl_sum) * world / n_tokens.clamp_min(1.0)
-        loss.backward()
-        h_total += h_sum.detach()
-        kl_total += kl_sum.detach()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)  # pre-clip global norm
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    h_mean = all_reduce_sum(h_total).item() / max(n_tokens.item(), 1.0)
-    kl_mean = all_reduce_sum(kl_total).item() / max(n_tokens.item(), 1.0)
-    stats = {"loss": h_mean + args.kl_coef * kl_mean, "entropy": h_mean}
-    if ref_model is not None:
-        stats["kl"] = kl_mean
-    grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # DTensor under FSDP2
-    stats["grad_norm"] = grad_norm.item()
-    stats["response_tokens"] = int(n_tokens.item())
-    return stats
-
-
 # ---- checkpoints and metrics: rank 0 writes; saves are atomic; rerunning resumes ----
 STATE_FILE = "train_state.pt"
+
+
 RESUME_KEYS = ("model", "dataset", "limit", "batch_size", "samples_per_prompt", "seed", "max_prompt_tokens")
 
 
@@ -802,75 +692,6 @@ def leave_torchrun(code):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-# ---- main ----
-def main(argv=None):
-    args = parse_args(argv)
-    rank, world, device, dtype = setup(args)
-    if args.batch_size % world:
-        fail(f"--batch-size {args.batch_size} must be divisible by the number of processes ({world})")
-    try:
-        problems = evaluate.load_problems(args.dataset, limit=args.limit, require_answer=False)  # unlabeled
-        eval_problems = evaluate.load_problems(args.eval_dataset, limit=args.eval_limit) if args.eval_dataset else []
-    except evaluate.InputError as e:
-        fail(str(e))
-    if rank == 0:
-        os.makedirs(args.out, exist_ok=True)
-    state = load_train_state(args, rank, world)
-    start = state["step"] if state else 0
-
-    # float32 master weights (AdamW updates of lr 1e-6 vanish in bf16); the forward runs in --dtype.
-    # Resuming loads the latest weights (and tokenizer) saved in --out instead of --model.
-    model, tokenizer = load_for_training(argparse.Namespace(**{**vars(args), "model": args.out}) if state else args,
-                                         rank, world, device, torch.float32)
-    ref_model = None
-    if args.kl_coef > 0:  # the frozen initial model, in the compute dtype: it never trains
-        ref_model, _ = load_for_training(args, rank, world, device, dtype, trainable=False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    if state:
-        restore_train_state(state, model, optimizer, device, rank, world)
-        if rank == 0:
-            print(f"resuming {args.out} after step {start}", flush=True)
-    stop_ids = stop_token_ids(model, tokenizer)
-    prompts = training_prompts(problems, tokenizer, args, rank)
-    metrics = open_metrics(args, start, rank)
-
-    interrupted = False
-    with graceful_stop() as signal_flag:
-        bar = tqdm(range(start + 1, args.steps + 1), initial=start, total=args.steps, disable=rank != 0, desc=os.path.basename(__file__)[:-3])
-        for step in bar:
-            t0 = clock(device)
-            samples = rollout(model, tokenizer, step_prompts(prompts, step, args, rank, world), args, stop_ids, device, dtype)
-            t1 = clock(device)
-            stats = train_step(model, ref_model, optimizer, micro_batches(samples, args, tokenizer.pad_token_id), args, world, device, dtype)
-            t2 = clock(device)
-            times = slowest_rank({"time_rollout": t1 - t0, "time_update": t2 - t1}, device)
-            seconds = t2 - t0
-            n_tokens = stats.pop("response_tokens")  # sampled and trained on, all ranks
-            log = {"step": step, **stats, "response_length": n_tokens / (args.batch_size * args.samples_per_prompt),
-                   "lr": optimizer.param_groups[0]["lr"], "tokens_per_second": n_tokens / seconds, "seconds": seconds, **times}
-            if eval_problems and (step == args.steps or (args.eval_every and step % args.eval_every == 0)):
-                log["eval_accuracy"] = evaluate_accuracy(model, tokenizer, eval_problems, args, stop_ids, device, dtype, rank, world)
-            if rank == 0:
-                metrics.write(json.dumps(log) + "\n")
-                metrics.flush()
-                bar.set_postfix(loss=f"{log['loss']:.4f}", entropy=f"{log['entropy']:.4f}")
-            interrupted = stop_requested(signal_flag, device)
-            if step % args.save_every == 0 or step == args.steps or interrupted:
-                save_checkpoint(model, optimizer, tokenizer, step, args, device, rank, world)
-            if interrupted:
-                break
-    if rank == 0:
-        metrics.close()
-        if interrupted:
-            print(f"interrupted: saved step {step} to {args.out}; rerun the same command to resume", file=sys.stderr, flush=True)
-        else:
-            print(f"done: {args.steps} steps, model in {args.out}", flush=True)
-    if interrupted and world == 1:
-        sys.exit(130)
-    if world > 1:
-        leave_torchrun(130 if interrupted else 0)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,12 @@ eval/UGPhysics/codes/min_entropy_gen.py):
     numbers then depend on which rows share its steps: sampled responses differ from a static batch
     (or from one problem at a time) as any other seed would; greedy responses do not.
 
+The file reads top to bottom as: arguments; the method (minimize_entropy, with minimize_entropy_reference,
+the official per-token Adam loop written plainly, beside it) and the baselines (adaptive_temperature, the
+sampling filters, majority_vote); main; then the plumbing that em_ft.py and em_rl.py import from here: the
+shared flags, setup, model loading, stop tokens, the ONE decode engine (sample: a batched KV-cache loop with
+continuous batching) and the results file.
+
 Commands:
     # GPU (paper Table 3 protocol, Qwen2.5-Math-7B-Instruct on MATH-500)
     python em_inf.py --model Qwen/Qwen2.5-Math-7B-Instruct --dataset math500
@@ -69,40 +75,11 @@ import entropy
 import evaluate
 
 
-def fail(message):
-    """Bad input: one line on stderr naming the problem and the fix, exit code 2, no traceback."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-# ---- arguments: the common flags come first, in this order, with these help texts ----
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """--help shows each flag's default as "(default: X)", unless the help text already says it."""
-
-    def _get_help_string(self, action):
-        return action.help if "default:" in action.help else super()._get_help_string(action)
-
-
-SOURCES = ("Where a default comes from, in parentheses after each help text: (paper ...) = the paper, arXiv "
-           "2505.15134; (official ...) = the authors' code, github.com/shivamag125/EM_PT; (ours: why) = our own "
-           "choice, where neither gives a value.")
-
-
-def common_args(p, *, batch_size_default, batch_size_help):
-    p.add_argument("--model", default="Qwen/Qwen2.5-Math-7B", help="hub id or local folder (paper Sec. 4)")
-    p.add_argument("--dataset", default="math500", help="benchmark name or .jsonl/.json/.parquet file, see evaluate.load_problems (ours: math500, the paper's first benchmark; train on your own prompts file)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N problems (default: all; ours: smoke runs)")
-    p.add_argument("--batch-size", type=int, default=batch_size_default, help=batch_size_help)
-    p.add_argument("--max-new-tokens", type=int, default=4096, help="response length cap (paper Sec. 4: 4096; 3072 for training)")
-    p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same output (ours)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype; auto = bf16 on CUDA, float32 on CPU (ours)")
-    p.add_argument("--device", default="auto", help="auto = cuda if available else cpu (ours)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the small hot functions of entropy.py (default: on with CUDA, off on CPU; ours)")
-    return p
-
-
+# ---- arguments (the flags shared with em_ft.py / em_rl.py, common_args, are at the bottom) ----
 # EM-INF hyperparameters of the official EM-INF/em_inf_eval.sh; the flags and EMInfLogitsProcessor use them
 DELTA, LR, STEPS, KL_WEIGHT, TEMPERATURE = 0.3, 0.1, 3, 0.05, 0.1
+
+
 MODES = ["em_inf", "greedy", "sample", "adaptive_temp", "self_consistency"]
 
 
@@ -118,11 +95,14 @@ def parse_args(argv=None):
                    help="entropy threshold in nats: EM-INF stops a row below it; adaptive_temp leaves rows below it "
                         "alone (official em_inf_eval.sh: 0.3; paper Sec. 3.3: 0.1-0.5 best; official "
                         "adaptive_temp_eval.sh: 1e-5)")
-    p.add_argument("--lr", type=float, default=LR, help="Adam learning rate on the logits (official em_inf_eval.sh, paper Sec. 3.3)")
+    p.add_argument("--lr", type=float, default=LR, help="Adam learning rate on the logits (official em_inf_eval.sh, "
+                                                        "paper Sec. 3.3)")
     p.add_argument("--steps", type=int, default=STEPS,
-                   help="max Adam steps per token (official em_inf_eval.sh: 3; paper Sec. 3.3: 5-15; UGPhysics code: 5)")
+                   help="max Adam steps per token (official em_inf_eval.sh: 3; paper Sec. 3.3: 5-15; UGPhysics code: "
+                        "5)")
     p.add_argument("--kl-weight", type=float, default=KL_WEIGHT,
-                   help="weight of KL(p0 || p) to the model's distribution (official em_inf_eval.sh: 0.05; UGPhysics code: 0.001)")
+                   help="weight of KL(p0 || p) to the model's distribution (official em_inf_eval.sh: 0.05; UGPhysics "
+                        "code: 0.001)")
     p.add_argument("--temperature", type=float, default=TEMPERATURE,
                    help="sampling temperature for em_inf (applied after the update), sample and self_consistency; "
                         "adaptive_temp picks its own per token (paper Sec. 4, official em_inf_eval.sh: 0.1)")
@@ -143,11 +123,13 @@ def parse_args(argv=None):
                    help="HF-style penalty on tokens already in the prompt or response, 1 = off (ours: off; the "
                         "official EM-INF code leaks 1.05)")
     p.add_argument("--prob-floor", type=float, default=0.0,
-                   help="clamp sampling probabilities to at least this, 0 = off (ours: off; official EM-INF sampler: 1e-9)")
+                   help="clamp sampling probabilities to at least this, 0 = off (ours: off; official EM-INF sampler: "
+                        "1e-9)")
     p.add_argument("--batching", default="continuous", choices=["continuous", "static"],
                    help="continuous: a finished response leaves the batch and the next problem takes its row "
                         "(ours: no decode step is spent on finished rows; bench/bench_em_inf.py); static: batches of "
-                        "--batch-size problems, each decoded until its longest response ends (ours: a baseline to measure against, "
+                        "--batch-size problems, each decoded until its longest response ends (ours: a baseline to "
+                        "measure against, "
                         "and for models whose KV cache cannot be re-padded)")
     p.add_argument("--out", default=None,
                    help="results JSONL, appended per problem, resumed on rerun (default: "
@@ -174,7 +156,456 @@ def parse_args(argv=None):
     return args
 
 
-# ---- setup: distributed, device, dtype, seed, compile; printed once ----
+# ---- the method: EM-INF logit optimization (paper Sec. 3.3, Eq. 5) ----
+def minimize_entropy_reference(logits, delta, lr, steps, kl_weight):
+    """minimize_entropy written plainly: the official per-token loop (autograd, torch.optim.Adam), one row at a time.
+
+    The readable definition of the update, for reading and for tests (test_em_inf.py checks that the fast
+    minimize_entropy below gives the same logits); ~100x slower. Finite logits only (at -inf, autograd's
+    0 * -inf is NaN). logits [B, V] -> optimized float32 logits [B, V].
+    """
+    out = []
+    for z0 in logits.float():  # one token's logits [V]
+        p0 = torch.softmax(z0, dim=-1)
+        z = z0.clone().requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=lr)  # fresh Adam state for every token (torch defaults but lr)
+        for _ in range(steps):
+            log_p = torch.log_softmax(z, dim=-1)
+            h = -(log_p.exp() * log_p).sum()  # H(softmax z)
+            if h < delta:  # confident enough: stop for good (official: break)
+                break
+            kl = (p0 * (p0.log() - log_p)).sum()  # KL(p0 || softmax z)
+            opt.zero_grad()
+            (h + kl_weight * kl).backward()
+            opt.step()
+        out.append(z.detach())
+    return torch.stack(out)
+
+
+# torch.optim.Adam defaults, which the official code uses (it only sets lr)
+BETA1, BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
+
+
+SKIP_WHEN_DONE = ("cpu",)  # devices where minimize_entropy leaves out rows that need no step (see there)
+
+
+def minimize_entropy(logits, delta, lr, steps, kl_weight, return_stats=False):
+    """EM-INF: lower the entropy of each row of `logits` with a few Adam steps on the logits themselves.
+
+    logits: [B, V] (any float dtype; -inf entries allowed, each row needs one finite logit).
+    Per row, independently, exactly the official algorithm: fresh Adam state (torch defaults), then up
+    to `steps` times: if H(softmax(z)) < delta the row stops for good, else one Adam step on
+    H(softmax z) + kl_weight * KL(softmax(logits) || softmax z). Gradients are closed-form.
+    returns: the optimized float32 logits [B, V] (-inf stays -inf); with return_stats=True also the
+    Adam steps each row took ([B] long, 0 for rows that start below delta) and H(softmax(logits)) [B].
+    """
+    z = logits.to(torch.float32, copy=True)  # updated in place below; the caller's logits stay as they are
+    # h0: the model's own entropy, also the `entropy` statistic
+    p, plogp, h0 = entropy.softmax_entropy(z, (_scratch("p0", len(z), z), _scratch("plogp0", len(z), z)))
+    taken = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+    # A row already below delta takes no step (official: it breaks before the first one), so on a CPU
+    # it is left out of the update altogether: with a confident model most rows are. Choosing the rows
+    # needs their number on the host: free on a CPU, but on a GPU a sync that makes the CPU wait
+    # instead of queueing the update behind the forward pass. There every row runs every step, the
+    # stopped ones frozen (same result; H100, [16, 152064], 5 steps: ~0.4 ms of GPU time).
+    if z.device.type in SKIP_WHEN_DONE:
+        rows = (h0 >= delta).nonzero().squeeze(1)  # [b] the rows that take at least one step
+        if len(rows) == 0:
+            return (z, taken, h0) if return_stats else z
+        if len(rows) < z.shape[0]:
+            b = len(rows)  # gather the rows into kept buffers: indexing would allocate fresh ones
+            z_rows, p_rows, plogp_rows = (torch.index_select(x, 0, rows, out=_scratch(name, b, z))
+                                          for x, name in ((z, "z"), (p, "p"), (plogp, "plogp")))
+            z_rows, taken_rows = _minimize_rows(z_rows, p_rows, plogp_rows, h0[rows], delta, lr, steps, kl_weight)
+            z[rows], taken[rows] = z_rows, taken_rows
+            return (z, taken, h0) if return_stats else z
+    z, taken = _minimize_rows(z, p, plogp, h0.clone(), delta, lr, steps, kl_weight)
+    return (z, taken, h0) if return_stats else z
+
+
+def _minimize_rows(z, p, plogp, h, delta, lr, steps, kl_weight):
+    """minimize_entropy on float32 z [b, V] in place, given entropy.softmax_entropy(z); returns (z, steps taken [b]).
+
+    p and plogp are overwritten (their memory is reused); the other temporaries are kept buffers (_scratch)."""
+    consts = _adam_constants(lr, steps, kl_weight, z.device)
+    b = len(z)
+    kl_p0 = torch.mul(p, consts[0, 2], out=_scratch("kl_p0", b, z))  # w p0: the KL anchor, fixed for this token
+    # fresh Adam state (written, not read, at step 1) and the scratch for its denominator
+    exp_avg, exp_avg_sq, denom = (_scratch(name, b, z) for name in ("exp_avg", "exp_avg_sq", "denom"))
+    active = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
+    taken = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+    can_skip = z.device.type in SKIP_WHEN_DONE  # stop once no row is active (a host sync: CPU only)
+    for t in range(steps):
+        if t > 0:
+            p, plogp, h = entropy.softmax_entropy(z, (p, plogp))  # into the same buffers
+        # a row whose entropy fell below delta stops for good (official: `if entropy < threshold: break`)
+        active = active & (h >= delta)
+        if can_skip and t > 0 and not active.any():  # every row is confident enough
+            break
+        # every active row has taken t steps so far, so one bias correction serves the whole batch
+        _adam_step(z, exp_avg, exp_avg_sq, denom, p, plogp, h, kl_p0, active.unsqueeze(-1).float(), consts[t], t == 0)
+        taken += active
+    return z, taken
+
+
+def _adam_step(z, exp_avg, exp_avg_sq, denom, p, plogp, h, kl_p0, rate, c, first):
+    """One Adam step, in place on z, exp_avg, exp_avg_sq [B, V], on L(z) = H(p) + w KL(p0 || p).
+
+    denom [B, V]: scratch space; p, plogp, h: entropy.softmax_entropy(z); kl_p0 = w p0 [B, V];
+    rate [B, 1] = 1 for rows still optimizing and 0 for rows that stopped (they never restart, so their
+    Adam state may drift: z is all that is kept); c: [3] float32 (lr / (1 - beta1^t), sqrt(1 - beta2^t), w); first: t == 1, where the state is zero.
+    Changing values travel as tensors, so new lr, t or w never recompile. In place and with the fewest
+    passes over [B, V] (each is a memory-bound loop on a CPU, a kernel launch on a GPU): 8 per step.
+    Stays eager everywhere: compiled, the whole update was 4x slower on an H100 (README, bench/).
+    """
+    step_size, bias_correction2_sqrt, kl_weight = c[0], c[1], c[2]
+    # dH/dz = -p (log p + H),  dKL(p0 || p)/dz = p - p0,  so  -grad = p log p + p (H - w) + w p0
+    neg_grad = plogp.addcmul_(p, (h - kl_weight).unsqueeze(-1)).add_(kl_p0)  # reuses plogp's memory
+    # m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2   (from m = v = 0 at the first step;
+    # exp_avg holds -m, the moment of -grad)
+    if first:
+        torch.mul(neg_grad, 1 - BETA1, out=exp_avg)
+        torch.mul(neg_grad, neg_grad, out=exp_avg_sq).mul_(1 - BETA2)
+    else:
+        exp_avg.lerp_(neg_grad, 1 - BETA1)
+        exp_avg_sq.mul_(BETA2).addcmul_(neg_grad, neg_grad, value=1 - BETA2)
+    # z <- z - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+    #    = z - m / ((sqrt(v) + eps sqrt(1 - b2^t)) / (sqrt(1 - b2^t) lr / (1 - b1^t) rate))
+    # a stopped row (rate 0) divides m by inf: no move; masked tokens: m = 0, z stays -inf
+    torch.sqrt(exp_avg_sq, out=denom).add_(ADAM_EPS * bias_correction2_sqrt).div_(rate * (bias_correction2_sqrt * step_size))
+    z.addcdiv_(exp_avg, denom)  # z + (-m) / denom
+
+
+_ADAM_CONSTANTS = {}
+
+
+def _adam_constants(lr, steps, kl_weight, device):
+    """[steps, 3] float32 on device: Adam's bias-corrected step sizes per iteration, and the KL weight.
+
+    Built once per setting and device, so the decode loop copies nothing to the GPU per token.
+    """
+    key = (float(lr), int(steps), float(kl_weight), str(device))
+    if key not in _ADAM_CONSTANTS:
+        rows = [[lr / (1 - BETA1 ** t), (1 - BETA2 ** t) ** 0.5, kl_weight] for t in range(1, steps + 1)]
+        _ADAM_CONSTANTS[key] = torch.tensor(rows, dtype=torch.float32, device=device)
+    return _ADAM_CONSTANTS[key]
+
+
+_WORKSPACE = {}  # (name, V, dtype, device) -> the reusable [rows, V] buffer of that name
+
+
+def _scratch(name, rows, like, dtype=torch.float32):
+    """The first `rows` rows of a [>= rows, V] buffer kept from call to call (contiguous, contents undefined).
+
+    The EM-INF pick needs ~8 temporaries of [rows, V] per token. Fresh ones cost more than the math on a
+    CPU: a 4 MB tensor ([20, 49152] float32) is big enough for the allocator to hand it back to the
+    operating system when freed, so every token page-faults it in again (half of the update's time
+    on this project's 2-core CPU). Kept buffers only grow: at most max-batch x V elements each.
+    Valid until the next call that asks for the same name: only for values used within one token.
+    """
+    key = (name, like.shape[-1], dtype, like.device)
+    buf = _WORKSPACE.get(key)
+    if buf is None or buf.shape[0] < rows:
+        buf = _WORKSPACE[key] = torch.empty(rows, like.shape[-1], dtype=dtype, device=like.device)
+    return buf[:rows]
+
+
+# ---- the baselines of Table 3: adaptive temperature (Algorithm 1), self-consistency ----
+def adaptive_temperature(logits, delta, alpha, t_min=0.01, t_max=1.0, max_iter=100, tol=0.1):
+    """The paper's adaptive-temperature baseline (Algorithm 1): per row, scale the logits by 1/tau.
+
+    logits: [B, V]. Target H* = max(delta, alpha * H(z)); rows with H(z) <= delta keep tau = 1; the
+    others bisect tau in [t_min, t_max] until |H(z / tau) - H*| < tol or max_iter halvings
+    (defaults: official AdaptiveTemperatureProcessor and adaptive_temp_eval.sh). H(z / tau) grows with
+    tau (dH/dtau = Var_p(z) / tau^3 >= 0), so bisection is well posed. Exact entropies (the official
+    code uses log(p + 1e-9)), all rows at once. returns float32 z / tau [B, V].
+    """
+    z = logits.float()
+    h0 = entropy.token_entropy(z)
+    # H* = max(delta, alpha * H0)
+    target = (alpha * h0).clamp_min(delta)
+    lo, hi = torch.full_like(h0, t_min), torch.full_like(h0, t_max)
+    tau = torch.ones_like(h0)
+    searching = h0 > delta
+    for _ in range(max_iter):
+        if not searching.any():
+            break
+        mid = (lo + hi) / 2
+        h = entropy.token_entropy(z / mid.unsqueeze(-1))
+        tau = torch.where(searching, mid, tau)  # the official code keeps the last midpoint tried
+        hit = (h - target).abs() < tol
+        too_cold = h < target  # entropy too low: the temperature must go up
+        lo = torch.where(searching & ~hit & too_cold, mid, lo)
+        hi = torch.where(searching & ~hit & ~too_cold, mid, hi)
+        searching = searching & ~hit
+    return z / tau.unsqueeze(-1)
+
+
+def majority_vote(responses):
+    """Index of the response whose final \\boxed{} answer is equivalent to the most responses.
+
+    Pairwise equivalence (evaluate.answers_equal) as in the official self-consistency code, so a
+    non-transitive checker cannot split a cluster; no answer counts as matching nothing; ties go to
+    the earliest response (official: random).
+    """
+    answers = [evaluate.extract_boxed(r) for r in responses]
+    votes = [0] * len(responses)
+    for i, a in enumerate(answers):
+        for j in range(i, len(answers)):
+            if a is not None and answers[j] is not None and (i == j or evaluate.answers_equal(a, answers[j])):
+                votes[i] += 1
+                votes[j] += int(i != j)
+    return max(range(len(responses)), key=lambda i: (votes[i], -i))
+
+
+# ---- the sampling filters the official EM-INF code inherits from generation_config (off by default) ----
+def repetition_penalty(z, seen, penalty):
+    """HF/CTRL repetition penalty: logits of tokens in `seen` [B, V] bool move toward -inf by `penalty`."""
+    # z_v <- z_v / penalty if z_v > 0 else z_v * penalty   (for every token already in the sequence)
+    return torch.where(seen, torch.where(z < 0, z * penalty, z / penalty), z)
+
+
+def top_k_top_p(z, top_k, top_p):
+    """Mask (-inf) all but the top_k largest logits (0 = off) and the smallest set of most likely tokens
+    whose probability reaches top_p (1 = off), as HF's TopK / TopP warpers, in that order."""
+    if top_k > 0:
+        kth = torch.topk(z, min(top_k, z.shape[-1]), dim=-1).values[:, -1:]  # [B, 1]
+        z = z.masked_fill(z < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_z, order = torch.sort(z, dim=-1, descending=True)
+        probs = torch.softmax(sorted_z, dim=-1)
+        # drop a token when the tokens ranked above it already hold top_p of the mass (the top one stays)
+        drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocabulary order
+        z = z.masked_fill(drop, float("-inf"))
+    return z
+
+
+# ---- one token per row: the method or a baseline, then the sampler ----
+def draw(probs):
+    """Sample one token per row of probs [B, V] (unnormalized is fine) by inverting the CDF.
+
+    One uniform number per row, where torch.multinomial draws V exponentials per row (8 ms for [8, 49152]
+    on a CPU, more than the EM-INF update). The prefix sums are float64: float32 ones drift by ~1e-5 over
+    150k tokens, more than a rare token's whole probability. Tokens with p = 0 are never drawn.
+    """
+    cdf = _scratch("cdf", probs.shape[0], probs, torch.float64).copy_(probs).cumsum_(dim=-1)  # [B, V], kept buffer
+    u = torch.rand(probs.shape[0], 1, dtype=torch.float64, device=probs.device) * cdf[:, -1:]  # [B, 1]
+    # the first token whose cumulative mass exceeds u
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_max(probs.shape[-1] - 1)
+
+
+def make_pick_next(args, seen=None):
+    """The per-step token choice of --mode, for sample(): (logits [b, V] float32, rows [b]) -> (tokens, stats).
+
+    seen: [N, V] bool tokens already in each of sample()'s N sequences (prompt included), indexed by
+    rows, only with --repetition-penalty. Order as in the official EM-INF sampler: EM-INF update,
+    repetition penalty, temperature, top-k, top-p, probability floor. stats per row: entropy (of the
+    model's distribution), sampled_entropy (of the distribution actually sampled from) and em_steps
+    (EM-INF only).
+    """
+
+    def pick_next(z0, rows):
+        if args.mode == "em_inf":
+            z, taken, h0 = minimize_entropy(z0, args.delta, args.lr, args.steps, args.kl_weight, return_stats=True)
+            stats = {"entropy": h0, "em_steps": taken}
+        else:
+            z, stats = z0, {"entropy": entropy.token_entropy(z0)}
+        if seen is not None:
+            z = repetition_penalty(z, seen[rows], args.repetition_penalty)
+        if args.mode == "greedy":
+            nxt = z.argmax(dim=-1)
+        else:
+            if args.mode == "adaptive_temp":
+                z = adaptive_temperature(z, args.delta, args.alpha)
+            elif args.mode == "em_inf":
+                z = z.div_(args.temperature)  # z is minimize_entropy's own copy (or repetition_penalty's)
+            else:
+                z = z / args.temperature  # z may be the caller's logits: not in place
+            z = top_k_top_p(z, args.top_k, args.top_p)
+            # the distribution we sample from, and its entropy (before the floor); masked tokens get p = 0
+            probs, _, stats["sampled_entropy"] = entropy.softmax_entropy(z, (_scratch("p", len(z), z), _scratch("plogp", len(z), z)))
+            if args.prob_floor > 0:
+                probs = probs.clamp_min(args.prob_floor)  # draw() renormalizes
+            nxt = draw(probs)
+        if seen is not None:
+            seen[rows, nxt] = True
+        return nxt, stats
+
+    return pick_next
+
+
+class EMInfLogitsProcessor(LogitsProcessor):
+    """EM-INF as a transformers LogitsProcessor: the same update as minimize_entropy, then 1/temperature.
+
+        model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                       logits_processor=LogitsProcessorList([EMInfLogitsProcessor()]))
+
+    generate applies its own temperature / top-k / top-p BEFORE custom processors, so keep them off (as
+    above) to get EM-INF on the raw logits, as em_inf.py's own decode loop does.
+    """
+
+    def __init__(self, delta=DELTA, lr=LR, steps=STEPS, kl_weight=KL_WEIGHT, temperature=TEMPERATURE):
+        if delta <= 0 or steps < 1 or temperature <= 0:
+            raise ValueError(f"need delta > 0, steps >= 1, temperature > 0 (got {delta}, {steps}, {temperature})")
+        self.delta, self.lr, self.steps, self.kl_weight, self.temperature = delta, lr, steps, kl_weight, temperature
+
+    def __call__(self, input_ids, scores):
+        z = minimize_entropy(scores, self.delta, self.lr, self.steps, self.kl_weight)
+        return z / self.temperature
+
+
+# ---- main: decode, grade, write one results line per problem ----
+@torch.no_grad()
+def solve(model, tokenizer, records, args, stop_ids, work):
+    """Decode and grade problems; yields one result row per problem, as soon as all its samples are done.
+
+    work: dict that collects "tokens" generated, decode "seconds" (grading excluded) and "row_steps" (see sample).
+    """
+    k = args.n if args.mode == "self_consistency" else 1
+    prompts = [evaluate.build_prompt(tokenizer, r) for r in records for _ in range(k)]  # problem-major
+    seen = None
+    if args.repetition_penalty != 1.0:
+        # the prompt counts as "already generated", as in HF generate (padding does not); [N, V] bool
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        seen = torch.zeros(len(prompts), model.config.vocab_size, dtype=torch.bool, device=model.device)
+        real = torch.where(enc.attention_mask.bool(), enc.input_ids, enc.input_ids[:, -1:])  # pads -> a real token
+        seen.scatter_(1, real, True)
+    rows = args.batch_size * k
+    # continuous: a finished row leaves at once and the next prompt takes its place. Dropping a row copies the
+    # KV cache, but DynamicCache already copies it at every step (torch.cat), so a drop costs less than one
+    # step while a finished row left in costs a row of compute at every step. static: batches of
+    # --batch-size problems, each decoded until its longest response ends.
+    drop_at, refill = (1, True) if args.batching == "continuous" else (rows, False)
+    decoding = sample(model, tokenizer, prompts, args.max_new_tokens, make_pick_next(args, seen), stop_ids, rows,
+                      drop_at=drop_at, refill=refill, work=work)
+    samples = {}  # problem index -> {sample index: (text, tokens, per-token stat sums)}
+    t0 = time.perf_counter()
+    for i, response, stats in decoding:  # response is on the CPU: the GPU has finished this step
+        work["seconds"] = work.get("seconds", 0.0) + time.perf_counter() - t0
+        work["tokens"] = work.get("tokens", 0) + len(response)
+        p, j = divmod(i, k)
+        text = tokenizer.decode(response, skip_special_tokens=True)
+        samples.setdefault(p, {})[j] = (text, len(response), {name: float(v.sum()) for name, v in stats.items()})
+        if len(samples[p]) == k:
+            yield result_row(records[p], [samples[p][j] for j in range(k)], args)
+            del samples[p]
+        t0 = time.perf_counter()
+
+
+def result_row(rec, samples, args):
+    """The results-file row of one problem from its k samples [(text, tokens, stat sums)]."""
+    texts = [text for text, _, _ in samples]
+    tokens = sum(n for _, n, _ in samples)
+    best = majority_vote(texts) if len(samples) > 1 else 0
+    row = {"id": rec["id"], "problem": rec["problem"], "gold": rec.get("answer", ""), "response": texts[best],
+           "correct": bool(evaluate.grade(rec, texts[best])), "tokens": tokens, "mode": args.mode}
+    # token-weighted means over all samples of this problem
+    row.update({name: sum(s[name] for _, _, s in samples) / max(tokens, 1) for name in samples[0][2]})
+    if len(samples) > 1:
+        row["responses"] = texts
+        row["corrects"] = [bool(evaluate.grade(rec, t)) for t in texts]
+    for key in ("tests", "grading"):  # what evaluate.grade needs to re-grade the row as it was graded here
+        if rec.get(key):
+            row[key] = rec[key]
+    return row
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    args.out = args.out or default_out(args)
+    if os.path.isdir(args.out):
+        fail(f"--out {args.out} is a folder: pass a results file, e.g. {os.path.join(args.out, os.path.basename(default_out(args)))}")
+    rank, world, device, dtype = setup(args)
+    try:
+        problems = evaluate.load_problems(args.dataset, limit=args.limit)
+    except evaluate.InputError as e:
+        fail(str(e))
+    check_results(args)
+    model, tokenizer = load_model(args, device, dtype)
+    model.eval()
+    stop_ids = stop_token_ids(model, tokenizer)
+    try:  # a broken grader should stop the run now, not after the first hours of decoding
+        evaluate.answers_equal("\\frac{x}{2}", "x/2")
+    except evaluate.GraderUnavailable as e:
+        fail(str(e))
+
+    finished = start_results(args, rank, world)
+    if world > 1:
+        # EM-INF has no collective in the forward pass: from here on every rank decodes its shard at its
+        # own pace, and rank 0 merges the per-rank files once every rank has left its done marker
+        dist.destroy_process_group()
+    todo = [p for p in problems if p["id"] not in finished]
+    if rank == 0 and finished:
+        print(f"resuming {args.out}: {len(problems) - len(todo)} of {len(problems)} problems already done"
+              + ("; nothing left to decode (pass another --out to decode them again)" if not todo else ""), flush=True)
+    shard = todo[rank::world]
+    path = args.out if world == 1 else f"{args.out}.part{rank}"
+    bar = tqdm(total=len(shard), desc=f"{args.mode}", disable=rank != 0, dynamic_ncols=True)
+    work, n_correct, n_done = {"tokens": 0, "seconds": 0.0, "row_steps": 0}, 0, 0
+    with open(path, "a") as f:
+        for row in solve(model, tokenizer, shard, args, stop_ids, work):
+            f.write(json.dumps(row) + "\n")
+            f.flush()  # an interrupted run keeps every finished problem
+            n_correct, n_done = n_correct + row["correct"], n_done + 1
+            bar.update(1)
+            bar.set_postfix(acc=f"{n_correct / n_done:.3f}", tok_s=f"{work['tokens'] / max(work['seconds'], 1e-9):.1f}")
+    bar.close()
+
+    if world > 1:
+        with open(f"{args.out}.part{rank}.done.tmp", "w") as f:
+            json.dump(work, f)
+        os.replace(f"{args.out}.part{rank}.done.tmp", f"{args.out}.part{rank}.done")  # never read half written
+        if rank != 0:
+            return
+        markers = [f"{args.out}.part{r}.done" for r in range(world)]
+        while not all(os.path.exists(m) for m in markers):  # torchrun stops us too if a rank fails
+            time.sleep(1.0)
+        works = [json.load(open(m)) for m in markers]
+        # tokens/s of the whole job: all tokens over the slowest rank's decode time
+        work = {"tokens": sum(w["tokens"] for w in works), "seconds": max(w["seconds"] for w in works),
+                "row_steps": sum(w["row_steps"] for w in works)}
+        merge_parts(args.out)  # also removes the done markers
+    if rank == 0:
+        summarize(args, model, tokenizer, problems, work)
+
+
+# ---- plumbing shared with em_ft.py and em_rl.py: errors, common flags, setup, model loading ----
+def fail(message):
+    """Bad input: one line on stderr naming the problem and the fix, exit code 2, no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each flag's default as "(default: X)", unless the help text already says it."""
+
+    def _get_help_string(self, action):
+        return action.help if "default:" in action.help else super()._get_help_string(action)
+
+
+SOURCES = ("Where a default comes from, in parentheses after each help text: (paper ...) = the paper, arXiv "
+           "2505.15134; (official ...) = the authors' code, github.com/shivamag125/EM_PT; (ours: why) = our own "
+           "choice, where neither gives a value.")
+
+
+def common_args(p, *, batch_size_default, batch_size_help):
+    p.add_argument("--model", default="Qwen/Qwen2.5-Math-7B", help="hub id or local folder (paper Sec. 4)")
+    p.add_argument("--dataset", default="math500", help="benchmark name or .jsonl/.json/.parquet file, see "
+                                                        "evaluate.load_problems (ours: math500, the paper's first "
+                                                        "benchmark; train on your own prompts file)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N problems (default: all; ours: smoke "
+                                                           "runs)")
+    p.add_argument("--batch-size", type=int, default=batch_size_default, help=batch_size_help)
+    p.add_argument("--max-new-tokens", type=int, default=4096, help="response length cap (paper Sec. 4: 4096; 3072 "
+                                                                    "for training)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same output (ours)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype; auto = bf16 on CUDA, float32 on CPU (ours)")
+    p.add_argument("--device", default="auto", help="auto = cuda if available else cpu (ours)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the small hot functions of entropy.py (default: on with CUDA, off on CPU; ours)")
+    return p
+
+
 def setup(args):
     """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; a plain `python` run is world size 1."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -232,7 +663,7 @@ def stop_token_ids(model, tokenizer):
     return sorted(i for i in ids if i is not None)
 
 
-# ---- sampling: our own batched KV-cache decode loop, finished rows leave the batch ----
+# ---- the decode engine: our batched KV-cache loop, finished rows leave the batch (continuous batching) ----
 @torch.no_grad()
 def sample(model, tokenizer, prompts, max_new_tokens, pick_next, stop_ids, batch_size, drop_at=1, refill=True, work=None):
     """Decode prompt strings with the KV cache, batch_size rows at a time; yield each row when it finishes.
@@ -359,331 +790,6 @@ def _merge(cache, attn, new_cache, new_attn):
     return cache, attn
 
 
-# ---- the method: EM-INF logit optimization (paper Sec. 3.3, Eq. 5) ----
-# torch.optim.Adam defaults, which the official code uses (it only sets lr)
-BETA1, BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
-
-
-_WORKSPACE = {}  # (name, V, dtype, device) -> the reusable [rows, V] buffer of that name
-
-
-def _scratch(name, rows, like, dtype=torch.float32):
-    """The first `rows` rows of a [>= rows, V] buffer kept from call to call (contiguous, contents undefined).
-
-    The EM-INF pick needs ~8 temporaries of [rows, V] per token. Fresh ones cost more than the math on a
-    CPU: a 4 MB tensor ([20, 49152] float32) is big enough for the allocator to hand it back to the
-    operating system when freed, so every token page-faults it in again (half of the update's time
-    on this project's 2-core CPU). Kept buffers only grow: at most max-batch x V elements each.
-    Valid until the next call that asks for the same name: only for values used within one token.
-    """
-    key = (name, like.shape[-1], dtype, like.device)
-    buf = _WORKSPACE.get(key)
-    if buf is None or buf.shape[0] < rows:
-        buf = _WORKSPACE[key] = torch.empty(rows, like.shape[-1], dtype=dtype, device=like.device)
-    return buf[:rows]
-
-
-def _adam_step(z, exp_avg, exp_avg_sq, denom, p, plogp, h, kl_p0, rate, c, first):
-    """One Adam step, in place on z, exp_avg, exp_avg_sq [B, V], on L(z) = H(p) + w KL(p0 || p).
-
-    denom [B, V]: scratch space; p, plogp, h: entropy.softmax_entropy(z); kl_p0 = w p0 [B, V];
-    rate [B, 1] = 1 for rows still optimizing and 0 for rows that stopped (they never restart, so their
-    Adam state may drift: z is all that is kept); c: [3] float32 (lr / (1 - beta1^t), sqrt(1 - beta2^t), w); first: t == 1, where the state is zero.
-    Changing values travel as tensors, so new lr, t or w never recompile. In place and with the fewest
-    passes over [B, V] (each is a memory-bound loop on a CPU, a kernel launch on a GPU): 8 per step.
-    Stays eager everywhere: compiled, the whole update was 4x slower on an H100 (README, bench/).
-    """
-    step_size, bias_correction2_sqrt, kl_weight = c[0], c[1], c[2]
-    # dH/dz = -p (log p + H),  dKL(p0 || p)/dz = p - p0,  so  -grad = p log p + p (H - w) + w p0
-    neg_grad = plogp.addcmul_(p, (h - kl_weight).unsqueeze(-1)).add_(kl_p0)  # reuses plogp's memory
-    # m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2   (from m = v = 0 at the first step;
-    # exp_avg holds -m, the moment of -grad)
-    if first:
-        torch.mul(neg_grad, 1 - BETA1, out=exp_avg)
-        torch.mul(neg_grad, neg_grad, out=exp_avg_sq).mul_(1 - BETA2)
-    else:
-        exp_avg.lerp_(neg_grad, 1 - BETA1)
-        exp_avg_sq.mul_(BETA2).addcmul_(neg_grad, neg_grad, value=1 - BETA2)
-    # z <- z - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-    #    = z - m / ((sqrt(v) + eps sqrt(1 - b2^t)) / (sqrt(1 - b2^t) lr / (1 - b1^t) rate))
-    # a stopped row (rate 0) divides m by inf: no move; masked tokens: m = 0, z stays -inf
-    torch.sqrt(exp_avg_sq, out=denom).add_(ADAM_EPS * bias_correction2_sqrt).div_(rate * (bias_correction2_sqrt * step_size))
-    z.addcdiv_(exp_avg, denom)  # z + (-m) / denom
-
-
-_ADAM_CONSTANTS = {}
-SKIP_WHEN_DONE = ("cpu",)  # devices where minimize_entropy leaves out rows that need no step (see there)
-
-
-def _adam_constants(lr, steps, kl_weight, device):
-    """[steps, 3] float32 on device: Adam's bias-corrected step sizes per iteration, and the KL weight.
-
-    Built once per setting and device, so the decode loop copies nothing to the GPU per token.
-    """
-    key = (float(lr), int(steps), float(kl_weight), str(device))
-    if key not in _ADAM_CONSTANTS:
-        rows = [[lr / (1 - BETA1 ** t), (1 - BETA2 ** t) ** 0.5, kl_weight] for t in range(1, steps + 1)]
-        _ADAM_CONSTANTS[key] = torch.tensor(rows, dtype=torch.float32, device=device)
-    return _ADAM_CONSTANTS[key]
-
-
-def minimize_entropy(logits, delta, lr, steps, kl_weight, return_stats=False):
-    """EM-INF: lower the entropy of each row of `logits` with a few Adam steps on the logits themselves.
-
-    logits: [B, V] (any float dtype; -inf entries allowed, each row needs one finite logit).
-    Per row, independently, exactly the official algorithm: fresh Adam state (torch defaults), then up
-    to `steps` times: if H(softmax(z)) < delta the row stops for good, else one Adam step on
-    H(softmax z) + kl_weight * KL(softmax(logits) || softmax z). Gradients are closed-form.
-    returns: the optimized float32 logits [B, V] (-inf stays -inf); with return_stats=True also the
-    Adam steps each row took ([B] long, 0 for rows that start below delta) and H(softmax(logits)) [B].
-    """
-    z = logits.to(torch.float32, copy=True)  # updated in place below; the caller's logits stay as they are
-    # h0: the model's own entropy, also the `entropy` statistic
-    p, plogp, h0 = entropy.softmax_entropy(z, (_scratch("p0", len(z), z), _scratch("plogp0", len(z), z)))
-    taken = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
-    # A row already below delta takes no step (official: it breaks before the first one), so on a CPU
-    # it is left out of the update altogether: with a confident model most rows are. Choosing the rows
-    # needs their number on the host: free on a CPU, but on a GPU a sync that makes the CPU wait
-    # instead of queueing the update behind the forward pass. There every row runs every step, the
-    # stopped ones frozen (same result; H100, [16, 152064], 5 steps: ~0.4 ms of GPU time).
-    if z.device.type in SKIP_WHEN_DONE:
-        rows = (h0 >= delta).nonzero().squeeze(1)  # [b] the rows that take at least one step
-        if len(rows) == 0:
-            return (z, taken, h0) if return_stats else z
-        if len(rows) < z.shape[0]:
-            b = len(rows)  # gather the rows into kept buffers: indexing would allocate fresh ones
-            z_rows, p_rows, plogp_rows = (torch.index_select(x, 0, rows, out=_scratch(name, b, z))
-                                          for x, name in ((z, "z"), (p, "p"), (plogp, "plogp")))
-            z_rows, taken_rows = _minimize_rows(z_rows, p_rows, plogp_rows, h0[rows], delta, lr, steps, kl_weight)
-            z[rows], taken[rows] = z_rows, taken_rows
-            return (z, taken, h0) if return_stats else z
-    z, taken = _minimize_rows(z, p, plogp, h0.clone(), delta, lr, steps, kl_weight)
-    return (z, taken, h0) if return_stats else z
-
-
-def _minimize_rows(z, p, plogp, h, delta, lr, steps, kl_weight):
-    """minimize_entropy on float32 z [b, V] in place, given entropy.softmax_entropy(z); returns (z, steps taken [b]).
-
-    p and plogp are overwritten (their memory is reused); the other temporaries are kept buffers (_scratch)."""
-    consts = _adam_constants(lr, steps, kl_weight, z.device)
-    b = len(z)
-    kl_p0 = torch.mul(p, consts[0, 2], out=_scratch("kl_p0", b, z))  # w p0: the KL anchor, fixed for this token
-    # fresh Adam state (written, not read, at step 1) and the scratch for its denominator
-    exp_avg, exp_avg_sq, denom = (_scratch(name, b, z) for name in ("exp_avg", "exp_avg_sq", "denom"))
-    active = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
-    taken = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
-    can_skip = z.device.type in SKIP_WHEN_DONE  # stop once no row is active (a host sync: CPU only)
-    for t in range(steps):
-        if t > 0:
-            p, plogp, h = entropy.softmax_entropy(z, (p, plogp))  # into the same buffers
-        # a row whose entropy fell below delta stops for good (official: `if entropy < threshold: break`)
-        active = active & (h >= delta)
-        if can_skip and t > 0 and not active.any():  # every row is confident enough
-            break
-        # every active row has taken t steps so far, so one bias correction serves the whole batch
-        _adam_step(z, exp_avg, exp_avg_sq, denom, p, plogp, h, kl_p0, active.unsqueeze(-1).float(), consts[t], t == 0)
-        taken += active
-    return z, taken
-
-
-def adaptive_temperature(logits, delta, alpha, t_min=0.01, t_max=1.0, max_iter=100, tol=0.1):
-    """The paper's adaptive-temperature baseline (Algorithm 1): per row, scale the logits by 1/tau.
-
-    logits: [B, V]. Target H* = max(delta, alpha * H(z)); rows with H(z) <= delta keep tau = 1; the
-    others bisect tau in [t_min, t_max] until |H(z / tau) - H*| < tol or max_iter halvings
-    (defaults: official AdaptiveTemperatureProcessor and adaptive_temp_eval.sh). H(z / tau) grows with
-    tau (dH/dtau = Var_p(z) / tau^3 >= 0), so bisection is well posed. Exact entropies (the official
-    code uses log(p + 1e-9)), all rows at once. returns float32 z / tau [B, V].
-    """
-    z = logits.float()
-    h0 = entropy.token_entropy(z)
-    # H* = max(delta, alpha * H0)
-    target = (alpha * h0).clamp_min(delta)
-    lo, hi = torch.full_like(h0, t_min), torch.full_like(h0, t_max)
-    tau = torch.ones_like(h0)
-    searching = h0 > delta
-    for _ in range(max_iter):
-        if not searching.any():
-            break
-        mid = (lo + hi) / 2
-        h = entropy.token_entropy(z / mid.unsqueeze(-1))
-        tau = torch.where(searching, mid, tau)  # the official code keeps the last midpoint tried
-        hit = (h - target).abs() < tol
-        too_cold = h < target  # entropy too low: the temperature must go up
-        lo = torch.where(searching & ~hit & too_cold, mid, lo)
-        hi = torch.where(searching & ~hit & ~too_cold, mid, hi)
-        searching = searching & ~hit
-    return z / tau.unsqueeze(-1)
-
-
-# ---- the sampling filters the official EM-INF code inherits from generation_config (off by default) ----
-def repetition_penalty(z, seen, penalty):
-    """HF/CTRL repetition penalty: logits of tokens in `seen` [B, V] bool move toward -inf by `penalty`."""
-    # z_v <- z_v / penalty if z_v > 0 else z_v * penalty   (for every token already in the sequence)
-    return torch.where(seen, torch.where(z < 0, z * penalty, z / penalty), z)
-
-
-def top_k_top_p(z, top_k, top_p):
-    """Mask (-inf) all but the top_k largest logits (0 = off) and the smallest set of most likely tokens
-    whose probability reaches top_p (1 = off), as HF's TopK / TopP warpers, in that order."""
-    if top_k > 0:
-        kth = torch.topk(z, min(top_k, z.shape[-1]), dim=-1).values[:, -1:]  # [B, 1]
-        z = z.masked_fill(z < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_z, order = torch.sort(z, dim=-1, descending=True)
-        probs = torch.softmax(sorted_z, dim=-1)
-        # drop a token when the tokens ranked above it already hold top_p of the mass (the top one stays)
-        drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocabulary order
-        z = z.masked_fill(drop, float("-inf"))
-    return z
-
-
-class EMInfLogitsProcessor(LogitsProcessor):
-    """EM-INF as a transformers LogitsProcessor: the same update as minimize_entropy, then 1/temperature.
-
-        model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                       logits_processor=LogitsProcessorList([EMInfLogitsProcessor()]))
-
-    generate applies its own temperature / top-k / top-p BEFORE custom processors, so keep them off (as
-    above) to get EM-INF on the raw logits, as em_inf.py's own decode loop does.
-    """
-
-    def __init__(self, delta=DELTA, lr=LR, steps=STEPS, kl_weight=KL_WEIGHT, temperature=TEMPERATURE):
-        if delta <= 0 or steps < 1 or temperature <= 0:
-            raise ValueError(f"need delta > 0, steps >= 1, temperature > 0 (got {delta}, {steps}, {temperature})")
-        self.delta, self.lr, self.steps, self.kl_weight, self.temperature = delta, lr, steps, kl_weight, temperature
-
-    def __call__(self, input_ids, scores):
-        z = minimize_entropy(scores, self.delta, self.lr, self.steps, self.kl_weight)
-        return z / self.temperature
-
-
-def draw(probs):
-    """Sample one token per row of probs [B, V] (unnormalized is fine) by inverting the CDF.
-
-    One uniform number per row, where torch.multinomial draws V exponentials per row (8 ms for [8, 49152]
-    on a CPU, more than the EM-INF update). The prefix sums are float64: float32 ones drift by ~1e-5 over
-    150k tokens, more than a rare token's whole probability. Tokens with p = 0 are never drawn.
-    """
-    cdf = _scratch("cdf", probs.shape[0], probs, torch.float64).copy_(probs).cumsum_(dim=-1)  # [B, V], kept buffer
-    u = torch.rand(probs.shape[0], 1, dtype=torch.float64, device=probs.device) * cdf[:, -1:]  # [B, 1]
-    # the first token whose cumulative mass exceeds u
-    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_max(probs.shape[-1] - 1)
-
-
-def make_pick_next(args, seen=None):
-    """The per-step token choice of --mode, for sample(): (logits [b, V] float32, rows [b]) -> (tokens, stats).
-
-    seen: [N, V] bool tokens already in each of sample()'s N sequences (prompt included), indexed by
-    rows, only with --repetition-penalty. Order as in the official EM-INF sampler: EM-INF update,
-    repetition penalty, temperature, top-k, top-p, probability floor. stats per row: entropy (of the
-    model's distribution), sampled_entropy (of the distribution actually sampled from) and em_steps
-    (EM-INF only).
-    """
-
-    def pick_next(z0, rows):
-        if args.mode == "em_inf":
-            z, taken, h0 = minimize_entropy(z0, args.delta, args.lr, args.steps, args.kl_weight, return_stats=True)
-            stats = {"entropy": h0, "em_steps": taken}
-        else:
-            z, stats = z0, {"entropy": entropy.token_entropy(z0)}
-        if seen is not None:
-            z = repetition_penalty(z, seen[rows], args.repetition_penalty)
-        if args.mode == "greedy":
-            nxt = z.argmax(dim=-1)
-        else:
-            if args.mode == "adaptive_temp":
-                z = adaptive_temperature(z, args.delta, args.alpha)
-            elif args.mode == "em_inf":
-                z = z.div_(args.temperature)  # z is minimize_entropy's own copy (or repetition_penalty's)
-            else:
-                z = z / args.temperature  # z may be the caller's logits: not in place
-            z = top_k_top_p(z, args.top_k, args.top_p)
-            # the distribution we sample from, and its entropy (before the floor); masked tokens get p = 0
-            probs, _, stats["sampled_entropy"] = entropy.softmax_entropy(z, (_scratch("p", len(z), z), _scratch("plogp", len(z), z)))
-            if args.prob_floor > 0:
-                probs = probs.clamp_min(args.prob_floor)  # draw() renormalizes
-            nxt = draw(probs)
-        if seen is not None:
-            seen[rows, nxt] = True
-        return nxt, stats
-
-    return pick_next
-
-
-def majority_vote(responses):
-    """Index of the response whose final \\boxed{} answer is equivalent to the most responses.
-
-    Pairwise equivalence (evaluate.answers_equal) as in the official self-consistency code, so a
-    non-transitive checker cannot split a cluster; no answer counts as matching nothing; ties go to
-    the earliest response (official: random).
-    """
-    answers = [evaluate.extract_boxed(r) for r in responses]
-    votes = [0] * len(responses)
-    for i, a in enumerate(answers):
-        for j in range(i, len(answers)):
-            if a is not None and answers[j] is not None and (i == j or evaluate.answers_equal(a, answers[j])):
-                votes[i] += 1
-                votes[j] += int(i != j)
-    return max(range(len(responses)), key=lambda i: (votes[i], -i))
-
-
-@torch.no_grad()
-def solve(model, tokenizer, records, args, stop_ids, work):
-    """Decode and grade problems; yields one result row per problem, as soon as all its samples are done.
-
-    work: dict that collects "tokens" generated, decode "seconds" (grading excluded) and "row_steps" (see sample).
-    """
-    k = args.n if args.mode == "self_consistency" else 1
-    prompts = [evaluate.build_prompt(tokenizer, r) for r in records for _ in range(k)]  # problem-major
-    seen = None
-    if args.repetition_penalty != 1.0:
-        # the prompt counts as "already generated", as in HF generate (padding does not); [N, V] bool
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        seen = torch.zeros(len(prompts), model.config.vocab_size, dtype=torch.bool, device=model.device)
-        real = torch.where(enc.attention_mask.bool(), enc.input_ids, enc.input_ids[:, -1:])  # pads -> a real token
-        seen.scatter_(1, real, True)
-    rows = args.batch_size * k
-    # continuous: a finished row leaves at once and the next prompt takes its place. Dropping a row copies the
-    # KV cache, but DynamicCache already copies it at every step (torch.cat), so a drop costs less than one
-    # step while a finished row left in costs a row of compute at every step. static: batches of
-    # --batch-size problems, each decoded until its longest response ends.
-    drop_at, refill = (1, True) if args.batching == "continuous" else (rows, False)
-    decoding = sample(model, tokenizer, prompts, args.max_new_tokens, make_pick_next(args, seen), stop_ids, rows,
-                      drop_at=drop_at, refill=refill, work=work)
-    samples = {}  # problem index -> {sample index: (text, tokens, per-token stat sums)}
-    t0 = time.perf_counter()
-    for i, response, stats in decoding:  # response is on the CPU: the GPU has finished this step
-        work["seconds"] = work.get("seconds", 0.0) + time.perf_counter() - t0
-        work["tokens"] = work.get("tokens", 0) + len(response)
-        p, j = divmod(i, k)
-        text = tokenizer.decode(response, skip_special_tokens=True)
-        samples.setdefault(p, {})[j] = (text, len(response), {name: float(v.sum()) for name, v in stats.items()})
-        if len(samples[p]) == k:
-            yield result_row(records[p], [samples[p][j] for j in range(k)], args)
-            del samples[p]
-        t0 = time.perf_counter()
-
-
-def result_row(rec, samples, args):
-    """The results-file row of one problem from its k samples [(text, tokens, stat sums)]."""
-    texts = [text for text, _, _ in samples]
-    tokens = sum(n for _, n, _ in samples)
-    best = majority_vote(texts) if len(samples) > 1 else 0
-    row = {"id": rec["id"], "problem": rec["problem"], "gold": rec.get("answer", ""), "response": texts[best],
-           "correct": bool(evaluate.grade(rec, texts[best])), "tokens": tokens, "mode": args.mode}
-    # token-weighted means over all samples of this problem
-    row.update({name: sum(s[name] for _, _, s in samples) / max(tokens, 1) for name in samples[0][2]})
-    if len(samples) > 1:
-        row["responses"] = texts
-        row["corrects"] = [bool(evaluate.grade(rec, t)) for t in texts]
-    for key in ("tests", "grading"):  # what evaluate.grade needs to re-grade the row as it was graded here
-        if rec.get(key):
-            row[key] = rec[key]
-    return row
-
-
 # ---- results file: one JSON line per problem, appended as each finishes, resumable ----
 # Row keys (README: Results files): id, problem, gold, response, correct, tokens (all tokens generated for the problem, so
 # the n samples of self_consistency), entropy / sampled_entropy / em_steps (means per generated token), mode;
@@ -795,72 +901,14 @@ def summarize(args, model, tokenizer, problems, work):
     def cell(v, spec):  # "-": not measured by this run (e.g. every problem was decoded by an earlier run)
         return "-" if v is None else format(v, spec)
 
-    print("\n| mode | problems | accuracy | generated tokens | tokens/s (this run) | occupancy | TFLOPs | entropy | EM steps |")
+    print("\n| mode | problems | accuracy | generated tokens | tokens/s (this run) | occupancy | TFLOPs | entropy | "
+          "EM steps |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| {args.mode} | {len(rows)} | {summary['accuracy']:.1%} | {generated} | {cell(summary['tokens_per_second'], '.1f')} "
           f"| {cell(summary['occupancy'], '.3f')} | {summary['flops'] / 1e12:.3g} | {cell(summary['entropy'], '.3f')} "
           f"| {cell(summary['em_steps'], '.2f')} |")
     print(json.dumps(summary), flush=True)
     return summary
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    args.out = args.out or default_out(args)
-    if os.path.isdir(args.out):
-        fail(f"--out {args.out} is a folder: pass a results file, e.g. {os.path.join(args.out, os.path.basename(default_out(args)))}")
-    rank, world, device, dtype = setup(args)
-    try:
-        problems = evaluate.load_problems(args.dataset, limit=args.limit)
-    except evaluate.InputError as e:
-        fail(str(e))
-    check_results(args)
-    model, tokenizer = load_model(args, device, dtype)
-    model.eval()
-    stop_ids = stop_token_ids(model, tokenizer)
-    try:  # a broken grader should stop the run now, not after the first hours of decoding
-        evaluate.answers_equal("\\frac{x}{2}", "x/2")
-    except evaluate.GraderUnavailable as e:
-        fail(str(e))
-
-    finished = start_results(args, rank, world)
-    if world > 1:
-        # EM-INF has no collective in the forward pass: from here on every rank decodes its shard at its
-        # own pace, and rank 0 merges the per-rank files once every rank has left its done marker
-        dist.destroy_process_group()
-    todo = [p for p in problems if p["id"] not in finished]
-    if rank == 0 and finished:
-        print(f"resuming {args.out}: {len(problems) - len(todo)} of {len(problems)} problems already done"
-              + ("; nothing left to decode (pass another --out to decode them again)" if not todo else ""), flush=True)
-    shard = todo[rank::world]
-    path = args.out if world == 1 else f"{args.out}.part{rank}"
-    bar = tqdm(total=len(shard), desc=f"{args.mode}", disable=rank != 0, dynamic_ncols=True)
-    work, n_correct, n_done = {"tokens": 0, "seconds": 0.0, "row_steps": 0}, 0, 0
-    with open(path, "a") as f:
-        for row in solve(model, tokenizer, shard, args, stop_ids, work):
-            f.write(json.dumps(row) + "\n")
-            f.flush()  # an interrupted run keeps every finished problem
-            n_correct, n_done = n_correct + row["correct"], n_done + 1
-            bar.update(1)
-            bar.set_postfix(acc=f"{n_correct / n_done:.3f}", tok_s=f"{work['tokens'] / max(work['seconds'], 1e-9):.1f}")
-    bar.close()
-
-    if world > 1:
-        with open(f"{args.out}.part{rank}.done.tmp", "w") as f:
-            json.dump(work, f)
-        os.replace(f"{args.out}.part{rank}.done.tmp", f"{args.out}.part{rank}.done")  # never read half written
-        if rank != 0:
-            return
-        markers = [f"{args.out}.part{r}.done" for r in range(world)]
-        while not all(os.path.exists(m) for m in markers):  # torchrun stops us too if a rank fails
-            time.sleep(1.0)
-        works = [json.load(open(m)) for m in markers]
-        # tokens/s of the whole job: all tokens over the slowest rank's decode time
-        work = {"tokens": sum(w["tokens"] for w in works), "seconds": max(w["seconds"] for w in works),
-                "row_steps": sum(w["row_steps"] for w in works)}
-        merge_parts(args.out)  # also removes the done markers
-    if rank == 0:
-        summarize(args, model, tokenizer, problems, work)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,10 @@ sequences at its own pace, --rollout-batch-size rows at a time, a finished row's
 the rank's next sequence (continuous batching, as em_inf.py). metrics.jsonl splits each step's seconds
 into time_rollout, time_score (rewards and old log-probs) and time_update (the slowest rank's).
 
+This file holds only what RL adds to EM-FT: the rewards, the advantages, the PPO loss with its KL, their
+flags and the loop. Rollouts, the chunked forward, FSDP2, checkpoints and metrics are em_ft.py's (imported);
+the decode engine is em_inf.py's.
+
 Commands:
   1 GPU (a 1.5B model fits 80 GB with fp32 AdamW; 7B needs FSDP):
     python em_rl.py --model Qwen/Qwen2.5-Math-1.5B --dataset numina.jsonl --micro-batch-size 16 --out runs/em_rl_1p5b
@@ -66,101 +70,33 @@ Commands:
 Rerunning a command resumes from its --out folder; Ctrl-C finishes the step, saves and exits.
 """
 import argparse
-import contextlib
 import json
 import os
-import shutil
-import signal
 import sys
-import time
 
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
-                                                     set_model_state_dict, set_optimizer_state_dict)
-from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicLayer
 
-import entropy
 import evaluate
+from em_inf import HelpFormatter, SOURCES, common_args, fail, setup, stop_token_ids
+from em_ft import (all_reduce_sum, autocast, check_training_args, clock, evaluate_accuracy, forward_entropy_logprob,
+                   graceful_stop, leave_torchrun, load_for_training,
+                   load_train_state, micro_batches, open_metrics, reference_logprob, restore_train_state, rollout,
+                   save_checkpoint, slowest_rank, step_prompts, stop_requested, training_args, training_prompts)
 
 
-def fail(message):
-    """Bad input: one line on stderr naming the problem and the fix, exit code 2, no traceback."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-# ---- arguments: the common flags come first, in this order, with these help texts ----
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """--help shows each flag's default as "(default: X)", unless the help text already says it."""
-
-    def _get_help_string(self, action):
-        return action.help if "default:" in action.help else super()._get_help_string(action)
-
-
-SOURCES = ("Where a default comes from, in parentheses after each help text: (paper ...) = the paper, arXiv "
-           "2505.15134; (official ...) = the authors' code, github.com/shivamag125/EM_PT; (ours: why) = our own "
-           "choice, where neither gives a value.")
-
-
-def common_args(p, *, batch_size_default, batch_size_help):
-    p.add_argument("--model", default="Qwen/Qwen2.5-Math-7B", help="hub id or local folder (paper Sec. 4)")
-    p.add_argument("--dataset", default="math500", help="benchmark name or .jsonl/.json/.parquet file, see evaluate.load_problems (ours: math500, the paper's first benchmark; train on your own prompts file)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N problems (default: all; ours: smoke runs)")
-    p.add_argument("--batch-size", type=int, default=batch_size_default, help=batch_size_help)
-    p.add_argument("--max-new-tokens", type=int, default=4096, help="response length cap (paper Sec. 4: 4096; 3072 for training)")
-    p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same output (ours)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype; auto = bf16 on CUDA, float32 on CPU (ours)")
-    p.add_argument("--device", default="auto", help="auto = cuda if available else cpu (ours)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the small hot functions of entropy.py (default: on with CUDA, off on CPU; ours)")
-    return p
-
-
-# ---- training arguments: shared by em_ft.py and em_rl.py, same names and defaults ----
-def training_args(p, *, steps_default, steps_help):
-    p.set_defaults(max_new_tokens=3072)  # training responses are capped at 3072 tokens (paper setup)
-    p.add_argument("--steps", type=int, default=steps_default, help=steps_help)
-    p.add_argument("--lr", type=float, default=1e-6, help="AdamW learning rate, constant (official EM-RL config: 1e-6)")
-    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (official EM-RL config: 0.01)")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="clip the global gradient norm to this (paper / official config: 1.0)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the training responses (paper Sec. 3: 1.0)")
-    p.add_argument("--max-prompt-tokens", type=int, default=1024, help="skip longer prompts (paper setup: prompts <= 1024 tokens)")
-    p.add_argument("--micro-batch-size", type=int, default=8, help="sequences (prompt + one response) per forward/backward on each rank; any value >= 1: gradients accumulate over the whole batch, so it changes memory and speed, never the result (ours)")
-    p.add_argument("--rollout-batch-size", type=int, default=64, help="sequences (prompt + one response) decoded together on each rank, for rollouts and --eval-dataset; any value >= 1; the samples depend on it, not on --micro-batch-size (ours: a decode step reads every weight once for all rows, so 64 rows cost a GPU little more than 1; their KV cache at 4096 tokens is ~15 GB for a 7B Qwen)")
-    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False, help="recompute each layer's activations in backward: far less activation memory for ~30%% more compute (ours)")
-    p.add_argument("--out", default=os.path.join("runs", os.path.basename(__file__)[:-3]), help="run folder: metrics.jsonl, the latest model (save_pretrained) and train_state.pt; rerunning resumes from it (ours)")
-    p.add_argument("--save-every", type=int, default=10, help="save a checkpoint every N steps, and always after the last one (ours)")
-    p.add_argument("--eval-dataset", default=None, help="benchmark for greedy accuracy during training, named as --dataset (default: none; ours: off)")
-    p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps and after the last one; 0 = after the last one only (ours)")
-    p.add_argument("--eval-limit", type=int, default=None, help="use only the first N eval problems (default: all; ours: smoke runs)")
-    return p
-
-
-def check_training_args(args):
-    """One-line errors for values the training loop cannot use."""
-    if args.lr <= 0:
-        fail(f"--lr must be > 0, got {args.lr}")
-    if args.steps < 1:
-        fail(f"--steps must be >= 1, got {args.steps}")
-    for name in ("batch_size", "micro_batch_size", "rollout_batch_size", "max_new_tokens", "max_prompt_tokens", "save_every", "samples_per_prompt"):
-        if getattr(args, name) < 1:
-            fail(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.temperature <= 0 or args.grad_clip <= 0 or args.eval_every < 0:
-        fail("--temperature and --grad-clip must be > 0 and --eval-every >= 0")
-    if args.dtype == "float16":
-        fail("--dtype float16 needs loss scaling, which this script does not do: use bfloat16")
-    if os.path.isfile(args.out):
-        fail(f"--out {args.out} is a file: pass a folder for the run (metrics, model, training state)")
-
-
+# ---- arguments ----
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="EM-RL: RL with negative entropy as the only reward (arXiv 2505.15134 Sec. 3.2). " + SOURCES,
+    p = argparse.ArgumentParser(description="EM-RL: RL with negative entropy as the only reward (arXiv 2505.15134 "
+                                            "Sec. 3.2). " + SOURCES,
                                 formatter_class=HelpFormatter)
-    common_args(p, batch_size_default=512, batch_size_help="prompts per RL step, all ranks together (each rank takes batch-size / processes of them, so it must be divisible by the number of processes), each sampled --samples-per-prompt times (paper setup: 512, x 4 rollouts = 2048)")
-    training_args(p, steps_default=100, steps_help="RL steps, each: rollouts, rewards, PPO updates (paper setup: ~100)")
+    common_args(p, batch_size_default=512, batch_size_help="prompts per RL step, all ranks together (each rank takes "
+                                                           "batch-size / processes of them, so it must be divisible "
+                                                           "by the number of processes), each sampled "
+                                                           "--samples-per-prompt times (paper setup: 512, x 4 "
+                                                           "rollouts = 2048)")
+    training_args(p, script="em_rl", steps_default=100, steps_help="RL steps, each: rollouts, rewards, PPO updates "
+                                                                   "(paper setup: ~100)")
     # ---- EM-RL flags ----
     # --samples-per-prompt is em_ft.py's name for the same number, so the shared code reads it unchanged;
     # --n is an alias for the paper's notation, but torchrun's own parser rejects it (an ambiguous abbreviation
@@ -169,11 +105,22 @@ def parse_args(argv=None):
     p.add_argument("--reward", default="token", choices=["token", "sequence"], help="token: minus the token entropy; sequence: log-prob of the sampled response (paper Sec. 3.2; token scores higher in Table 2)")
     p.add_argument("--reward-reduction", default="mean", choices=["mean", "sum"], help="reduce the reward over the response tokens (official reward managers: mean; paper: sum)")
     p.add_argument("--advantage", default="rloo", choices=["rloo", "grpo"], help="rloo: r_i minus the mean of the other samples; grpo: group mean/std (paper / official adv_estimator: rloo)")
-    p.add_argument("--mini-batch-size", type=int, default=None, help="prompts per PPO optimizer step, all ranks together: must divide --batch-size and be divisible by the number of processes (default: --batch-size / 4, or the nearest that fits: the official ppo_mini_batch_size 128 of 512 prompts, i.e. 4 PPO updates per RL step)")
-    p.add_argument("--ppo-epochs", type=int, default=1, help="passes over each rollout batch (official ppo_epochs: 1)")
-    p.add_argument("--clip", type=float, default=0.2, help="PPO clip range: rho is clipped to [1 - clip, 1 + clip] (paper / official clip_ratio: 0.2)")
-    p.add_argument("--kl-coef", type=float, default=0.001, help="weight of the k3 KL to the frozen initial model, loaded only when > 0 (paper / official kl_loss_coef: 0.001)")
-    p.add_argument("--entropy-coef", type=float, default=0.0, help="weight of an entropy BONUS in the loss, as verl's entropy_coeff (ours: 0; the official config's 0.001 works against EM)")
+    p.add_argument("--mini-batch-size", type=int, default=None, help="prompts per PPO optimizer step, all ranks "
+                                                                     "together: must divide --batch-size and be "
+                                                                     "divisible by the number of processes (default: "
+                                                                     "--batch-size / 4, or the nearest that fits: "
+                                                                     "the official ppo_mini_batch_size 128 of 512 "
+                                                                     "prompts, i.e. 4 PPO updates per RL step)")
+    p.add_argument("--ppo-epochs", type=int, default=1, help="passes over each rollout batch (official ppo_epochs: "
+                                                             "1)")
+    p.add_argument("--clip", type=float, default=0.2, help="PPO clip range: rho is clipped to [1 - clip, 1 + clip] "
+                                                           "(paper / official clip_ratio: 0.2)")
+    p.add_argument("--kl-coef", type=float, default=0.001, help="weight of the k3 KL to the frozen initial model, "
+                                                                "loaded only when > 0 (paper / official "
+                                                                "kl_loss_coef: 0.001)")
+    p.add_argument("--entropy-coef", type=float, default=0.0, help="weight of an entropy BONUS in the loss, as "
+                                                                   "verl's entropy_coeff (ours: 0; the official "
+                                                                   "config's 0.001 works against EM)")
     args = p.parse_args(argv)
     if args.samples_per_prompt < 2:
         fail(f"--samples-per-prompt must be >= 2 (the leave-one-out baseline needs another sample of the same prompt), got {args.samples_per_prompt}")
@@ -197,450 +144,6 @@ def default_mini_batch_size(batch_size, world):
         if batch_size % updates == 0 and (batch_size // updates) % world == 0:
             return batch_size // updates
     return batch_size  # --batch-size not divisible by the ranks: main() says so
-
-
-# ---- setup: distributed, device, dtype, seed, compile; printed once ----
-def setup(args):
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; a plain `python` run is world size 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if args.device == "auto":
-        args.device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        fail(f"--device {args.device!r} is not a device torch knows: pass auto, cpu, cuda or cuda:N")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            fail(f"--device {args.device}, but torch sees no CUDA GPU (a CPU build of torch, or no driver): pass --device cpu or auto")
-        device = torch.device("cuda", local_rank if device.index is None else device.index)  # "cuda": this rank's GPU
-        torch.cuda.set_device(device)
-    if world > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if args.dtype == "auto":
-        args.dtype = "bfloat16" if device.type == "cuda" else "float32"
-    if args.compile is None:
-        args.compile = device.type == "cuda"
-    entropy.set_compile(args.compile)
-    torch.manual_seed(args.seed + rank)
-    if rank == 0:
-        print(f"device={device} dtype={args.dtype} compile={args.compile} world_size={world}", flush=True)
-        print("args: " + json.dumps(vars(args)), flush=True)
-    return rank, world, device, getattr(torch, args.dtype)
-
-
-def load_model(args, device, dtype):
-    """Model + left-padding tokenizer from a hub id or a local folder, one-line error if missing."""
-    # a hub id is "org/name"; anything else that looks like a path, or exists here, must be a model folder
-    looks_local = args.model.startswith((".", "/")) or args.model.count("/") > 1 or os.path.exists(args.model)
-    if looks_local and not os.path.isfile(os.path.join(args.model, "config.json")):
-        problem = "does not exist" if not os.path.exists(args.model) else "is not a model folder (no config.json)"
-        fail(f"model folder {args.model!r} {problem}: pass a Hugging Face model folder or a hub id such as Qwen/Qwen2.5-Math-7B")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(args.model, padding_side="left")
-        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(device)
-    except (OSError, ValueError) as e:  # hub errors, missing weights or tokenizer files
-        where = "the folder" if looks_local else "no such local folder, and the hub"
-        fail(f"cannot load model {args.model!r}: {where} said: {str(e).strip().splitlines()[0]}")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
-
-
-def stop_token_ids(model, tokenizer):
-    """EOS ids from the tokenizer, the generation config and the chat end token, whichever exist."""
-    ids = {tokenizer.eos_token_id}
-    gen_eos = model.generation_config.eos_token_id
-    ids |= set(gen_eos) if isinstance(gen_eos, (list, tuple)) else {gen_eos}
-    vocab = tokenizer.get_vocab()
-    ids |= {vocab[t] for t in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>") if t in vocab}
-    return sorted(i for i in ids if i is not None)
-
-
-# ---- sampling: our own batched KV-cache decode loop, finished rows leave the batch ----
-@torch.no_grad()
-def sample(model, tokenizer, prompts, max_new_tokens, pick_next, stop_ids, batch_size, drop_at=1, refill=True, work=None):
-    """Decode prompt strings with the KV cache, batch_size rows at a time; yield each row when it finishes.
-
-    pick_next(logits [b, V] float32, rows [b] long: each row's index in prompts) -> (next tokens [b] long,
-    stats dict of [b] tensors) is the only per-method part: temperature sampling, greedy or the EM-INF update.
-    Yields (index in prompts, response ids [n] long, {stat: [n] float32}) as rows finish, on the CPU;
-    the response includes the stop token (or ends at max_new_tokens).
-    Rows that finished keep being computed (their tokens thrown away) until drop_at of them have
-    finished (or all rows have): then they leave the batch and the KV cache, which costs one copy of
-    the cache. With refill, the next prompts take the freed rows at that moment (continuous batching, what
-    em_inf.py and the rollouts of em_ft.py / em_rl.py run: a rank's rollout phase has many more sequences
-    than rows); without, new prompts start only when the whole batch is done (drop_at=batch_size and
-    refill=False give static batches). work["row_steps"] counts the rows of every decode step (occupancy).
-    """
-    device = next(model.parameters()).device
-    stop = torch.tensor(stop_ids, dtype=torch.long, device=device)
-    # per row of the batch: its prompt index, tokens generated so far, next input token and position
-    rows = torch.zeros(0, dtype=torch.long, device=device)
-    lengths, step_ids, step_pos = rows.clone(), rows.clone(), rows.clone()
-    finished = torch.zeros(0, dtype=torch.bool, device=device)
-    tokens = torch.zeros(0, max_new_tokens, dtype=torch.long, device=device)  # [b, R] response ids
-    stats = {}  # name -> [b, R] per-token statistics
-    cache, attn = None, torch.zeros(0, 0, dtype=torch.long, device=device)  # attn [b, L]: 1 on cached real tokens
-    started = 0  # prompts[:started] have entered the batch
-    while True:
-        # 1. finished rows leave the batch and the cache, once there are enough of them to pay for the copy
-        n_finished = int(finished.sum())  # a host sync, like the stop check of any decode loop
-        if n_finished and n_finished >= min(drop_at, len(rows)):
-            keep = (~finished).nonzero().squeeze(1)
-            rows, lengths, step_ids, step_pos, finished, tokens, attn = (
-                x[keep] for x in (rows, lengths, step_ids, step_pos, finished, tokens, attn))
-            stats = {k: v[keep] for k, v in stats.items()}
-            cache = _trim(cache, attn, keep) if len(keep) else None
-            attn = attn[:, attn.shape[1] - (0 if cache is None else cache.get_seq_length()):]
-        # 2. new prompts take the free rows: continuously (refill), or when the whole batch is done
-        new = min(batch_size - len(rows), len(prompts) - started) if refill or len(rows) == 0 else 0
-        if new > 0:
-            new_cache, new_attn, new_ids, new_pos = _prefill(model, tokenizer, prompts[started:started + new], device)
-            cache, attn = _merge(cache, attn, new_cache, new_attn)
-            rows = torch.cat([rows, torch.arange(started, started + new, device=device)])
-            lengths = torch.cat([lengths, torch.zeros_like(new_ids)])
-            finished = torch.cat([finished, torch.zeros_like(new_ids, dtype=torch.bool)])
-            step_ids, step_pos = torch.cat([step_ids, new_ids]), torch.cat([step_pos, new_pos])
-            tokens = torch.cat([tokens, tokens.new_zeros(new, max_new_tokens)])
-            stats = {k: torch.cat([v, v.new_zeros(new, max_new_tokens)]) for k, v in stats.items()}
-            started += new
-        if len(rows) == 0:
-            return
-        # 3. one decode step for every row: the new token attends to the cache and to itself
-        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], -1)
-        res = model(input_ids=step_ids[:, None], attention_mask=attn, position_ids=step_pos[:, None], cache=cache,
-                    use_cache=True, logits_to_keep=1)
-        cache = res.cache
-        nxt, st = pick_next(res.logits[:, -1].float(), rows)
-        if work is not None:
-            work["row_steps"] = work.get("row_steps", 0) + len(rows)
-        # write each row's token at its own position (a finished row writes past its end: never read)
-        at = (torch.arange(len(rows), device=device), lengths.clamp_max(max_new_tokens - 1))
-        tokens[at] = nxt
-        for k, v in st.items():
-            stats.setdefault(k, torch.zeros(len(rows), max_new_tokens, device=device))[at] = v.float()
-        lengths += ~finished
-        done_now = ~finished & (torch.isin(nxt, stop) | (lengths >= max_new_tokens))
-        finished |= done_now
-        for i in done_now.nonzero().squeeze(1).tolist():
-            n = int(lengths[i])
-            yield int(rows[i]), tokens[i, :n].cpu(), {k: v[i, :n].cpu() for k, v in stats.items()}
-        step_ids, step_pos = nxt, step_pos + 1
-
-
-def _prefill(model, tokenizer, texts, device):
-    """Put the prompts in a new KV cache, all but their last token, which is each row's first decode input.
-
-    returns (cache or None, attention mask [n, P - 1] of the cached tokens, last token [n], its position [n]).
-    Left padding puts every prompt's last token in the last column; positions count real tokens only.
-    """
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-    ids, attn = enc.input_ids, enc.attention_mask
-    pos = (attn.cumsum(-1) - 1).clamp_min(0)
-    cache = None
-    if ids.shape[1] > 1:
-        cache = model(input_ids=ids[:, :-1], attention_mask=attn[:, :-1], position_ids=pos[:, :-1], use_cache=True,
-                      logits_to_keep=1).cache
-    return cache, attn[:, :-1], ids[:, -1], pos[:, -1]
-
-
-def _cache_layers(cache):
-    """The DynamicLayer list of a DynamicCache; other layer kinds (sliding windows) cannot be re-padded."""
-    if any(type(layer) is not DynamicLayer for layer in cache.layers):
-        fail(f"continuous batching needs full-attention cache layers, this model has "
-             f"{sorted({type(layer).__name__ for layer in cache.layers})}: em_inf.py --batching static decodes it; "
-             f"em_ft.py and em_rl.py need a model without sliding-window layers")
-    return cache.layers
-
-
-def _trim(cache, attn, keep):
-    """Keep only the batch rows `keep` of the cache, then drop leading columns that are padding in every row.
-
-    attn [b, L] is the mask of the rows kept; the caller cuts it to the cache's new length."""
-    cache.batch_select_indices(keep)
-    first = int(attn.any(0).int().argmax())  # the first column holding a real token of some row
-    if first > 0:
-        for layer in _cache_layers(cache):
-            layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
-    return cache
-
-
-def _merge(cache, attn, new_cache, new_attn):
-    """Stack the rows of two left-padded KV caches: the shorter one is padded on the left to the other's length.
-
-    Padding columns hold zeros and are masked out by attn (0), like the tokenizer's own left padding."""
-    if len(attn) == 0:  # the batch was empty
-        return new_cache, new_attn
-    length = max(attn.shape[1], new_attn.shape[1])
-    old_layers = _cache_layers(cache)
-    new_layers = _cache_layers(new_cache) if new_cache is not None else [None] * len(old_layers)
-    for old, new in zip(old_layers, new_layers):
-        for name in ("keys", "values"):
-            a = getattr(old, name)  # [b, heads, L, head_dim]
-            b = getattr(new, name) if new is not None else a.new_zeros(len(new_attn), a.shape[1], 0, a.shape[3])
-            setattr(old, name, torch.cat([F.pad(a, (0, 0, length - a.shape[2], 0)), F.pad(b, (0, 0, length - b.shape[2], 0))]))
-    attn = torch.cat([F.pad(attn, (length - attn.shape[1], 0)), F.pad(new_attn, (length - new_attn.shape[1], 0))])
-    return cache, attn
-
-
-# ---- training plumbing shared by em_ft.py and em_rl.py: sharding, precision, data, rollouts, eval ----
-def load_for_training(args, rank, world, device, dtype, *, trainable=True):
-    """load_model, then prepare_model; under torchrun without a full copy of the model on every rank.
-
-    Under torchrun only rank 0 reads the checkpoint, into CPU memory. Every rank builds the model on
-    the meta device (shapes, no memory), shards it (prepare_model), allocates its own shards and
-    receives them from rank 0 one tensor at a time (set_model_state_dict with broadcast_from_rank0,
-    as torchtune loads). The other ranks then peak at their shards plus the largest single tensor
-    (the embedding), never the full model; no GPU holds more than its shards plus that tensor.
-    """
-    if world == 1:
-        model, tokenizer = load_model(args, device, dtype)
-        return prepare_model(model.requires_grad_(trainable), args, world, trainable=trainable), tokenizer
-    full, tokenizer = load_model(args, torch.device("cpu"), dtype) if rank == 0 else (None, None)
-    shared = [tokenizer, full.config, full.generation_config] if rank == 0 else [None] * 3
-    dist.broadcast_object_list(shared, src=0)  # what load_model gave rank 0, for every rank
-    tokenizer, config, generation_config = shared
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    model.generation_config = generation_config
-    model = prepare_model(model.requires_grad_(trainable), args, world, trainable=trainable)
-    model.to_empty(device=device)  # this rank's shards, uninitialized; tied embeddings stay one tensor
-    set_model_state_dict(model, full.state_dict() if rank == 0 else {},
-                         options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
-    # non-persistent buffers (the rotary inv_freq) are in no state dict: rank 0's, as from_pretrained set them
-    for name, buf in model.named_buffers():
-        if rank == 0:
-            buf.copy_(full.get_buffer(name))
-        dist.broadcast(buf, src=0)
-    return model, tokenizer
-
-
-def prepare_model(model, args, world, *, trainable=True):
-    """Gradient checkpointing (optional), then FSDP2 when launched by torchrun.
-
-    fully_shard on every decoder layer, then on the root: each layer's weights are all-gathered just
-    before its forward and freed after it; the root group (embeddings, final norm, lm_head) is
-    gathered by the root's forward and, as FSDP2 does for the root, kept unsharded until backward.
-    That is why forward_entropy_logprob below may use model.lm_head.weight after the forward.
-    """
-    if trainable and args.gradient_checkpointing:
-        model.activation_checkpointing_enable({"use_reentrant": False})
-    if world > 1:
-        # compute in --dtype, reduce gradients in float32, keep float32 master weights (sharded)
-        mp = MixedPrecisionPolicy(param_dtype=getattr(torch, args.dtype), reduce_dtype=torch.float32)
-        for layer in model.model.layers:  # Qwen2 / Llama / Mistral: decoder layers live at model.model.layers
-            fully_shard(layer, mp_policy=mp)
-        fully_shard(model, mp_policy=mp)
-    model.train(trainable)
-    return model
-
-
-@contextlib.contextmanager
-def gathered(model):
-    """The model with full weights on every rank, to decode with in a sampling phase (rollouts, eval).
-
-    A sharded forward all-gathers each decoder layer and frees it again: in a decode loop that moves
-    the whole model over the network for every token. Here each FSDP2 module is all-gathered once
-    (unshard) and kept (reshard_after_forward False), so decoding runs no collective and each rank
-    decodes at its own pace. The gathered weights are the shards as the last optimizer step left
-    them: the current policy. Cost: one full copy in the compute dtype per rank for the phase,
-    7.6e9 params x 2 bytes = ~15 GB for Qwen2.5-Math-7B in bf16. FSDP2's forward hooks would still
-    run on every module at every token (~14% of a CPU decode step of SmolLM2, measured), so this
-    yields a plain module tree on the meta device whose parameters and buffers ARE the gathered
-    tensors (no copy). On exit every module is resharded and gets its training setting back: layers
-    reshard after their forward; the root (embeddings, final norm, lm_head) does not, FSDP2's default.
-    In one process it yields the model itself.
-    """
-    modules = [m for m in model.modules() if isinstance(m, FSDPModule)]
-    if not modules:
-        yield model
-        return
-    for m in modules:
-        m.set_reshard_after_forward(False, recurse=False)
-        m.unshard()  # one all-gather per module, in --dtype (the MixedPrecisionPolicy's param_dtype)
-    try:
-        with torch.device("meta"):
-            plain = AutoModelForCausalLM.from_config(model.config)
-        for name, tensor in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
-            owner, _, attr = name.rpartition(".")
-            setattr(plain.get_submodule(owner), attr, tensor)  # tied weights: the same tensor under both names
-        yield plain.eval()
-    finally:
-        for m in modules:
-            m.reshard()
-            m.set_reshard_after_forward(m is not model, recurse=False)
-
-
-def autocast(device, dtype):
-    """Forward in dtype over float32 weights in one process; under FSDP2 the MixedPrecisionPolicy
-    casts instead (autocast would also cache a cast copy of every gathered weight)."""
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32 and not dist.is_initialized())
-
-
-def all_reduce_sum(x):
-    """Sum a tensor over ranks (no-op in one process)."""
-    if dist.is_initialized():
-        dist.all_reduce(x)
-    return x
-
-
-def clock(device):
-    """Seconds on a wall clock, once the device has finished its queued work (CUDA runs ahead)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
-def slowest_rank(times, device):
-    """{phase: seconds} of this rank -> the slowest rank's seconds per phase: what the step waits for."""
-    t = torch.tensor(list(times.values()), dtype=torch.float64, device=device)
-    if dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return dict(zip(times, t.tolist()))
-
-
-# the official EM-RL training data (verl's process_math.py) ends every problem with this instruction
-TRAIN_SUFFIX = " Let us think step by step and output the final answer within \\boxed{}"
-
-
-def training_prompts(problems, tokenizer, args, rank):
-    """Chat prompts of the training problems (problem text only: no answers are used), long ones skipped.
-
-    Math problems get the official training prompt: the paper's system prompt (evaluate.build_prompt)
-    and TRAIN_SUFFIX after the problem. Code problems (records with tests) and records graded by another
-    rule than \boxed{} (the CPU demo's "last_number") keep evaluate's prompt for them.
-    """
-    boxed = [not r.get("tests") and r.get("grading", "boxed") == "boxed" for r in problems]
-    prompts = [evaluate.build_prompt(tokenizer, {**r, "problem": r["problem"] + TRAIN_SUFFIX} if b else r)
-               for r, b in zip(problems, boxed)]
-    kept = [p for p in prompts if len(tokenizer(p, add_special_tokens=False).input_ids) <= args.max_prompt_tokens]
-    if not kept:
-        fail(f"every prompt of {args.dataset} is longer than --max-prompt-tokens {args.max_prompt_tokens}")
-    if rank == 0 and len(kept) < len(prompts):
-        print(f"skipped {len(prompts) - len(kept)} prompts longer than {args.max_prompt_tokens} tokens", flush=True)
-    return kept
-
-
-def step_prompts(prompts, step, args, rank, world):
-    """This rank's prompts for optimizer step `step` (1-based), each repeated --samples-per-prompt times.
-
-    The data position is a pure function of the step: the stream is epoch 0, 1, ... and epoch e
-    visits the prompts in the order randperm(seed + e). So a resumed run neither repeats nor skips.
-    """
-    n, start = len(prompts), (step - 1) * args.batch_size
-    orders = {}
-    batch = []
-    for k in range(start, start + args.batch_size):
-        epoch = k // n
-        if epoch not in orders:
-            orders[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed + epoch))
-        batch.append(prompts[orders[epoch][k % n]])
-    share = args.batch_size // world  # rank r takes the r-th contiguous slice of the global batch
-    return [p for p in batch[rank * share:(rank + 1) * share] for _ in range(args.samples_per_prompt)]
-
-
-def rollout(model, tokenizer, prompts, args, stop_ids, device, dtype):
-    """Sample one response per prompt string at --temperature, --rollout-batch-size rows decoded together.
-
-    Returns one (prompt ids [P_i], response ids [R_i]) pair of long tensors per prompt, in prompt order,
-    unpadded (the response ends with its stop token, if any); micro_batches() pads them for the
-    forward/backward. sample() is em_inf.py's continuous batching: a finished row leaves the batch and
-    its KV cache at once and the next prompt of this rank's phase takes its row, so no decode step is
-    spent on finished rows (a rank's phase has many more sequences than --rollout-batch-size: 512 at
-    the paper's scale; bench/bench_train.py measures refill against drop-only). The samples depend on
-    the seed and --rollout-batch-size (one draw per row and step from the RNG, in an order set by which
-    rows share a step), never on --micro-batch-size. Under torchrun each rank decodes its prompts with
-    gathered weights at its own pace.
-    """
-    def pick_next(logits, rows):
-        # y_t ~ softmax(z_t / T): plain temperature sampling (official: top_p 1.0, no top-k)
-        probs = torch.softmax(logits / args.temperature, dim=-1)
-        return torch.multinomial(probs, 1).squeeze(-1), {}
-
-    model.eval()  # in train mode, HF switches the KV cache off when gradient checkpointing is on
-    responses = [None] * len(prompts)
-    with gathered(model) as decoder, autocast(device, dtype):
-        # rows come back as they finish: put each in its prompt's place
-        for i, response, _ in sample(decoder, tokenizer, prompts, args.max_new_tokens, pick_next, stop_ids,
-                                     args.rollout_batch_size, refill=True):
-            responses[i] = response.to(device)
-    model.train()
-    # the unpadded prompt ids: sample()'s left-padded tokenization without its padding
-    prompt_ids = tokenizer(prompts, add_special_tokens=False).input_ids
-    return [(torch.tensor(p, dtype=torch.long, device=device), r) for p, r in zip(prompt_ids, responses)]
-
-
-def micro_batches(samples, args, pad_id):
-    """(prompt, response) pairs -> micro-batches of --micro-batch-size rows, padded as sample() pads.
-
-    Prompts are left padded and responses right padded, so every response starts at the same column
-    P and positions come from the attention mask. Returns dicts of input_ids, attention_mask and
-    response_mask (1 on generated tokens), each [b, P + R] with P, R the longest in the micro-batch.
-    """
-    batches = []
-    for i in range(0, len(samples), args.micro_batch_size):
-        chunk = samples[i:i + args.micro_batch_size]
-        P, R = max(len(p) for p, _ in chunk), max(len(r) for _, r in chunk)
-        ids = torch.full((len(chunk), P + R), pad_id, dtype=torch.long, device=chunk[0][0].device)
-        attn, resp = torch.zeros_like(ids), torch.zeros_like(ids)
-        for row, (p, r) in enumerate(chunk):
-            ids[row, P - len(p):P], ids[row, P:P + len(r)] = p, r
-            attn[row, P - len(p):P + len(r)] = 1
-            resp[row, P:P + len(r)] = 1
-        batches.append({"input_ids": ids, "attention_mask": attn, "response_mask": resp})
-    return batches
-
-
-def forward_entropy_logprob(model, batch, temperature=1.0):
-    """Per-token entropy and log p of the sampled response tokens under softmax(z / temperature),
-    never building [B, T, V] logits.
-
-    One root forward (FSDP2 hooks run) with logits_to_keep=1, so lm_head projects only the last
-    position ([B, 1, V], negligible), and output_hidden_states=-1, which keeps only the final hidden
-    states after the last norm. The vocabulary projection of the response positions then happens
-    chunk by chunk inside entropy.response_entropy_logprob. Returns (H, log p, mask), each [B, T-1].
-    """
-    pos = (batch["attention_mask"].cumsum(-1) - 1).clamp_min(0)  # the positions sample() used
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=pos,
-                use_cache=False, logits_to_keep=1, output_hidden_states=-1)
-    # z / T = (h / T) W^T: scaling the states scales the logits exactly (lm_head has no bias); / 1 is exact
-    hidden = out.hidden_states[-1] / temperature  # [B, T, d]
-    return entropy.response_entropy_logprob(hidden, model.lm_head.weight, batch["input_ids"], batch["response_mask"])
-
-
-@torch.no_grad()
-def reference_logprob(ref_model, batch, temperature=1.0):
-    """log pi_ref of the sampled response tokens, [b, T-1] (zero off the response).
-
-    FSDP2 reshards a root group (embeddings, lm_head) in backward, which the frozen reference never
-    runs: reshard it here, or its gathered root would stay in memory for the rest of the run.
-    """
-    logp = forward_entropy_logprob(ref_model, batch, temperature)[1]
-    if isinstance(ref_model, FSDPModule):
-        ref_model.reshard()
-    return logp
-
-
-@torch.no_grad()
-def evaluate_accuracy(model, tokenizer, problems, args, stop_ids, device, dtype, rank, world):
-    """Greedy pass@1 on problems through evaluate.build_prompt / evaluate.grade, split across ranks.
-
-    Each rank decodes its own share with gathered weights, --rollout-batch-size rows at a time
-    (continuous batching, as rollout()), and grades each response as it finishes.
-    """
-    def greedy(logits, rows):
-        return logits.argmax(dim=-1), {}
-
-    mine = problems[rank::world]
-    prompts = [evaluate.build_prompt(tokenizer, r) for r in mine]
-    correct = torch.zeros((), device=device)
-    model.eval()
-    with gathered(model) as decoder, autocast(device, dtype):
-        for i, response, _ in sample(decoder, tokenizer, prompts, args.max_new_tokens, greedy, stop_ids, args.rollout_batch_size):
-            correct += evaluate.grade(mine[i], tokenizer.decode(response, skip_special_tokens=True))
-    model.train()
-    return all_reduce_sum(correct).item() / len(problems)
 
 
 # ---- the method: rewards, advantages and the PPO loss (paper Sec. 3.2) ----
@@ -817,156 +320,7 @@ def train_step(model, ref_model, optimizer, minibatches, args, world, device, dt
     return stats
 
 
-# ---- checkpoints and metrics: rank 0 writes; saves are atomic; rerunning resumes ----
-STATE_FILE = "train_state.pt"
-RESUME_KEYS = ("model", "dataset", "limit", "batch_size", "samples_per_prompt", "seed", "max_prompt_tokens")
-
-
-def _move_into(src, out):
-    """Move every file of the committed save folder src into out, then remove src."""
-    for name in os.listdir(src):
-        os.replace(os.path.join(src, name), os.path.join(out, name))
-    os.rmdir(src)
-
-
-def finish_interrupted_save(out):
-    """Crash recovery for save_checkpoint: complete a committed save, drop an uncommitted one."""
-    ready, tmp = os.path.join(out, ".save-ready"), os.path.join(out, ".save-tmp")
-    if os.path.isdir(ready):
-        _move_into(ready, out)
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-def rng_state(device):
-    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-
-
-def save_checkpoint(model, optimizer, tokenizer, step, args, device, rank, world):
-    """Save the model (save_pretrained + tokenizer) and train_state.pt into --out, atomically.
-
-    Protocol: write everything to out/.save-tmp, rename it to out/.save-ready (the commit point: a
-    rename is atomic), then move the files into out and remove the folder. A crash before the
-    rename leaves the previous checkpoint intact; after it, finish_interrupted_save completes the
-    move on the next start. Every rank must call this: gathering the FSDP2 shards is collective.
-    """
-    full = StateDictOptions(full_state_dict=True, cpu_offload=True)  # full tensors on rank 0's CPU
-    model_sd = get_model_state_dict(model, options=full)
-    optim_sd = get_optimizer_state_dict(model, optimizer, options=full)
-    rngs = [rng_state(device)]
-    if world > 1:
-        rngs = [None] * world
-        dist.all_gather_object(rngs, rng_state(device))  # each rank's sampling RNG
-    if rank != 0:
-        return
-    tmp, ready = os.path.join(args.out, ".save-tmp"), os.path.join(args.out, ".save-ready")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, state_dict=model_sd)
-    tokenizer.save_pretrained(tmp)
-    torch.save({"step": step, "prompts_seen": step * args.batch_size, "optimizer": optim_sd, "rng": rngs,
-                "world_size": world, "args": vars(args)}, os.path.join(tmp, STATE_FILE))
-    os.replace(tmp, ready)
-    _move_into(ready, args.out)
-
-
-def load_train_state(args, rank, world):
-    """The training state saved in --out (None for a fresh run); one-line error if unreadable."""
-    if rank == 0 and os.path.isdir(args.out):
-        finish_interrupted_save(args.out)
-    if world > 1:
-        dist.barrier()  # rank 0 may just have completed a save
-    path = os.path.join(args.out, STATE_FILE)
-    if not os.path.exists(path):
-        return None
-    try:
-        # mmap: ranks share the pages instead of each holding a copy of the optimizer state
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (RuntimeError, OSError, EOFError, ValueError) as e:
-        fail(f"cannot read checkpoint {path} ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
-             f"delete {args.out} or pass another --out")
-    if not isinstance(state, dict) or not {"step", "optimizer", "rng", "world_size", "args"} <= state.keys():
-        fail(f"{path} is not a training state written by this script: delete {args.out} or pass another --out")
-    for key in RESUME_KEYS:
-        if state["args"].get(key) != getattr(args, key):
-            fail(f"{args.out} holds a run with --{key.replace('_', '-')} {state['args'].get(key)}, not "
-                 f"{getattr(args, key)}: rerun with the same flags to resume, or pass another --out")
-    return state
-
-
-def restore_train_state(state, model, optimizer, device, rank, world):
-    """Optimizer moments and step counts, and this rank's RNG, from a training state."""
-    set_optimizer_state_dict(model, optimizer, optim_state_dict=state["optimizer"],
-                             options=StateDictOptions(full_state_dict=True))  # each rank keeps its shard
-    if state["world_size"] == world:
-        torch.set_rng_state(state["rng"][rank]["cpu"])
-        if device.type == "cuda" and state["rng"][rank]["cuda"] is not None:
-            torch.cuda.set_rng_state(state["rng"][rank]["cuda"], device)
-    elif rank == 0:
-        print(f"world size changed ({state['world_size']} -> {world}): the run goes on with fresh sampling "
-              "randomness, so it will not match an uninterrupted run token for token", flush=True)
-
-
-def open_metrics(args, start_step, rank):
-    """metrics.jsonl for appending, cut back to the steps <= start_step (a step after the last save reruns)."""
-    if rank != 0:
-        return None
-    path = os.path.join(args.out, "metrics.jsonl")
-    kept = []
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                with contextlib.suppress(json.JSONDecodeError):  # a line cut by a crash
-                    if json.loads(line)["step"] <= start_step:
-                        kept.append(line if line.endswith("\n") else line + "\n")
-    with open(path + ".tmp", "w") as f:
-        f.writelines(kept)
-    os.replace(path + ".tmp", path)
-    return open(path, "a")
-
-
-@contextlib.contextmanager
-def graceful_stop():
-    """First Ctrl-C (SIGINT) or SIGTERM: finish the current step, save, exit. Second Ctrl-C: abort now."""
-    flag = {"stop": False}
-
-    def handler(signum, frame):
-        if flag["stop"]:
-            raise KeyboardInterrupt
-        flag["stop"] = True
-        print("\nstopping after this step and saving (Ctrl-C again aborts without saving)", file=sys.stderr, flush=True)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-def stop_requested(flag, device):
-    """True on every rank as soon as one rank got the signal, so all ranks save together."""
-    stop = torch.tensor(float(flag["stop"]), device=device)
-    if dist.is_initialized():
-        dist.all_reduce(stop, op=dist.ReduceOp.MAX)
-    return bool(stop.item())
-
-
-def leave_torchrun(code):
-    """End a torchrun process without Python's interpreter shutdown, once every rank is done.
-
-    gloo's worker threads release the tensors of the last collectives after those complete; a thread
-    that still needs the GIL for that when Python finalizes is killed in the middle of C++ code and the
-    process aborts ("terminate called without an active exception", 1 run in ~5 of a 2-process test;
-    pytorch/pytorch PR 179291). A barrier only narrows that window. Every file is written and closed
-    and every rank is past the barrier, so exiting at once loses nothing.
-    """
-    dist.barrier()
-    dist.destroy_process_group()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-# ---- main ----
+# ---- main: rollouts, rewards, PPO updates, log, checkpoint ----
 def main(argv=None):
     args = parse_args(argv)
     rank, world, device, dtype = setup(args)

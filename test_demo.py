@@ -112,10 +112,10 @@ def test_load_problems_keeps_grading_and_rejects_unknown_values(tmp_path, tiny_m
     import em_ft
     import em_rl
     args = argparse.Namespace(max_prompt_tokens=1024, dataset=str(good))
-    for script in (em_ft, em_rl):
-        demo, paper = script.training_prompts([rec, {"problem": "What is 2 + 3?", "answer": "5"}], tok, args, 0)
-        assert demo == prompt and "boxed" not in demo
-        assert paper.count("boxed") == 2 and script.TRAIN_SUFFIX.strip() in paper  # system prompt + suffix
+    assert em_rl.training_prompts is em_ft.training_prompts  # one definition, imported by em_rl.py
+    demo, paper = em_ft.training_prompts([rec, {"problem": "What is 2 + 3?", "answer": "5"}], tok, args, 0)
+    assert demo == prompt and "boxed" not in demo
+    assert paper.count("boxed") == 2 and em_ft.TRAIN_SUFFIX.strip() in paper  # system prompt + suffix
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"problem": "What is 2 + 3?", "answer": "5", "grading": "first_number"}) + "\n")
     with pytest.raises(evaluate.InputError, match="first_number"):

@@ -113,6 +113,17 @@ def test_minimize_entropy_matches_per_row_adam(kl_weight, skip, rows, monkeypatc
     assert torch.equal(z[taken == 0], logits[taken == 0])
 
 
+@pytest.mark.parametrize("kl_weight", [0.0, 0.05, 1.0])
+def test_readable_reference_update_equals_the_fast_one(kl_weight):
+    # em_inf.minimize_entropy_reference (the official loop written plainly: autograd, torch.optim.Adam) against
+    # the float64 reference above, then the fast closed-form minimize_entropy against it, on the finite rows
+    logits = make_rows()[:8]
+    ref = em_inf.minimize_entropy_reference(logits, 0.3, 0.1, 5, kl_weight)
+    independent = torch.stack([reference_minimize(row, 0.3, 0.1, 5, kl_weight)[0] for row in logits])
+    torch.testing.assert_close(ref.double(), independent, atol=2e-5, rtol=1e-6)
+    torch.testing.assert_close(em_inf.minimize_entropy(logits, 0.3, 0.1, 5, kl_weight), ref, atol=2e-5, rtol=1e-6)
+
+
 def test_minimize_entropy_results_survive_later_calls():
     # the update keeps its temporaries from call to call (em_inf._scratch); what it returns is never one of them
     a, b = make_rows(), make_rows()[:4] * 2

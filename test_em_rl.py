@@ -15,6 +15,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+import em_ft
+import em_inf
 import em_rl
 
 
@@ -282,12 +284,12 @@ def one_update(model_path, world, rank):
                              "--grad-clip", "1e9", "--kl-coef", "0.5", "--entropy-coef", "0.1", "--dtype", "float32",
                              "--temperature", "0.8", "--rollout-batch-size", "2", "--max-new-tokens", "8"])
     device = torch.device("cpu")
-    model, tokenizer = em_rl.load_model(args, device, torch.float32)
-    ref, _ = em_rl.load_model(args, device, torch.float32)
+    model, tokenizer = em_inf.load_model(args, device, torch.float32)
+    ref, _ = em_inf.load_model(args, device, torch.float32)
     with torch.no_grad():
         ref.lm_head.weight.mul_(1.5)  # a reference that differs from the policy: KL > 0
-    ref = em_rl.prepare_model(ref.requires_grad_(False), args, world, trainable=False)
-    model = em_rl.prepare_model(model, args, world)
+    ref = em_ft.prepare_model(ref.requires_grad_(False), args, world, trainable=False)
+    model = em_ft.prepare_model(model, args, world)
     rows = slice(rank * 8 // world, (rank + 1) * 8 // world)
     mine = {k: v[rows] for k, v in fixed_rollouts().items()}
     micro = [{k: v[i:i + 2] for k, v in mine.items()} for i in range(0, 8 // world, 2)]
@@ -309,7 +311,7 @@ def test_score_rollouts_against_hf_logits_in_float64(tiny_model, reward, reducti
     # at the rollout temperature T, as verl: H and log p of softmax(z / T), the distribution sampled from
     args = em_rl.parse_args(["--model", tiny_model, "--batch-size", "2", "--mini-batch-size", "2", "--reward", reward,
                              "--reward-reduction", reduction, "--kl-coef", "0", "--temperature", str(temperature)])
-    model, _ = em_rl.load_model(args, torch.device("cpu"), torch.float32)
+    model, _ = em_inf.load_model(args, torch.device("cpu"), torch.float32)
     data = fixed_rollouts()
     micro = [{k: v[i:i + 4] for k, v in data.items()} for i in (0, 4)]  # two micro-batches of 4 rows
     em_rl.score_rollouts(model, None, [micro], args, torch.device("cpu"), torch.float32)

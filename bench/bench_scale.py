@@ -4,7 +4,7 @@
     python bench/bench_scale.py --smoke    # tiny dims, any machine: checks that the script runs
 
 Measures, with em_rl.py's own functions:
-  rollout: em_rl.sample() at --rollout-batch rows x --new-tokens tokens (no stop token, so every row
+  rollout: em_inf.sample() at --rollout-batch rows x --new-tokens tokens (no stop token, so every row
            decodes every step), temperature-1 sampling as em_rl.rollout: tokens/s and peak memory;
   update:  em_rl.score_rollouts + em_rl.ppo_update (forward, backward, AdamW) of one mini-batch of
            --update-rows x (--prompt-tokens + --new-tokens) tokens, for the lm_head matmuls of the
@@ -24,13 +24,15 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]  # tools/ is not a package
 import torch  # noqa: E402
 from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
-import conftest  # noqa: E402  (its tiny tokenizer: ids < 400 are valid ids of the big vocabulary)
+import em_ft  # noqa: E402
+import em_inf  # noqa: E402
 import em_rl  # noqa: E402
 import entropy  # noqa: E402
+import local_models  # noqa: E402  (tools/local_models.py: the tiny test model, no test fixture)
 
 # Qwen2.5-Math-1.5B's config.json: 28 layers, hidden 1536, MLP 8960, 12 query / 2 KV heads, vocab 151936, tied
 FULL = dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
@@ -75,10 +77,10 @@ def main():
     torch.manual_seed(0)
     with torch.device(device):  # random init straight on the device; float32 master weights as em_rl
         model = Qwen2ForCausalLM(Qwen2Config(**(SMOKE if a.smoke else FULL)))
-    model = em_rl.prepare_model(model, args, world)
+    model = em_ft.prepare_model(model, args, world)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = AutoTokenizer.from_pretrained(conftest.build_tiny_model(tmp), padding_side="left")
+        tokenizer = AutoTokenizer.from_pretrained(local_models.tiny(tmp), padding_side="left")
     n_params = sum(p.numel() for p in model.parameters())
     print(f"## bench_scale: {torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.machine()}, "
           f"torch {torch.__version__}, Qwen2.5-Math-1.5B shape{' (smoke: tiny dims)' if a.smoke else ''}: "
@@ -91,13 +93,13 @@ def main():
     prompts = ["<|im_start|>user\nWhat is 12 + 30? Let us think step by step.<|im_end|>\n<|im_start|>assistant\n"] * a.rollout_batch
     model.eval()
     with em_rl.autocast(device, dtype):
-        list(em_rl.sample(model, tokenizer, prompts, 4, pick_next, [-1], len(prompts)))  # warm-up (kernels, allocator)
+        list(em_inf.sample(model, tokenizer, prompts, 4, pick_next, [-1], len(prompts)))  # warm-up (kernels, allocator)
         reset_peak(device)
         rollout_s = []
         for _ in range(a.repeats):
             t0 = clock(device)
             # stop id -1: never, so every row decodes --new-tokens tokens
-            tokens = sum(len(r) for _, r, _ in em_rl.sample(model, tokenizer, prompts, a.new_tokens, pick_next, [-1], len(prompts)))
+            tokens = sum(len(r) for _, r, _ in em_inf.sample(model, tokenizer, prompts, a.new_tokens, pick_next, [-1], len(prompts)))
             rollout_s.append(clock(device) - t0)
     model.train()
     rollout_peak = peak_gib(device)
@@ -131,7 +133,7 @@ def main():
     mem = "peak CUDA allocated GiB" if device.type == "cuda" else "peak RSS GiB (whole process)"
     print(f"command: `python bench/bench_scale.py{' --smoke' if a.smoke else ''}` (median of {a.repeats})\n")
     print(f"| phase | size | seconds | tokens/s | {mem} |\n|---|---|---|---|---|")
-    print(f"| rollout (em_rl.sample, {dtype}) | {a.rollout_batch} rows x {a.new_tokens} tokens | "
+    print(f"| rollout (em_inf.sample, {dtype}) | {a.rollout_batch} rows x {a.new_tokens} tokens | "
           f"{statistics.median(rollout_s):.2f} | {tokens / statistics.median(rollout_s):.0f} | {rollout_peak:.1f} |")
     for name, s, peak in rows:
         print(f"| update, head matmuls in {name} | {a.update_rows} rows x ({a.prompt_tokens} + {a.new_tokens}) tokens | "

@@ -34,11 +34,13 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tools")]  # tools/ is not a package
 import torch  # noqa: E402
 
 import em_ft  # noqa: E402
+import em_inf  # noqa: E402
 import entropy  # noqa: E402
+import local_models  # noqa: E402  (tools/local_models.py: the tiny test model, no test fixture)
 import evaluate  # noqa: E402
 
 
@@ -143,12 +145,12 @@ def em_rl_setup(model_path, max_new_tokens, kl_coef):
                              "--max-new-tokens", str(max_new_tokens),
                              "--kl-coef", str(kl_coef), "--seed", "0"])
     rank, world, device, dtype = em_rl.setup(args)
-    model, tokenizer = em_rl.load_model(args, device, torch.float32)
+    model, tokenizer = em_inf.load_model(args, device, torch.float32)
     ref_model = None
     if args.kl_coef > 0:  # as em_rl.main: the frozen reference in the compute dtype
-        ref_model, _ = em_rl.load_model(args, device, dtype)
-        ref_model = em_rl.prepare_model(ref_model.requires_grad_(False), args, world, trainable=False)
-    model = em_rl.prepare_model(model, args, world)
+        ref_model, _ = em_inf.load_model(args, device, dtype)
+        ref_model = em_ft.prepare_model(ref_model.requires_grad_(False), args, world, trainable=False)
+    model = em_ft.prepare_model(model, args, world)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     return em_rl, args, device, dtype, model, tokenizer, ref_model, optimizer
 
@@ -246,11 +248,10 @@ def bench_em_rl_step(a):
     """RL step phases on the tiny fixture model and SmolLM2-135M; update memory on --model (V = 152,064)."""
     import tempfile
 
-    import conftest
 
     smollm2 = os.path.join(ROOT, "local_models", "smollm2")
     with tempfile.TemporaryDirectory() as tmp:
-        models = [("tiny fixture (2 layers, V = 400)", conftest.build_tiny_model(tmp))]
+        models = [("tiny fixture (2 layers, V = 400)", local_models.tiny(tmp))]
         if os.path.isdir(smollm2):
             models.append(("SmolLM2-135M-Instruct", smollm2))
         rows = [(name, run_function_child(f"em_rl_steps_child({path!r}, {a.repeats})")) for name, path in models]
@@ -402,8 +403,9 @@ def bench_torchrun_rollout(a, tmp):
 
 
 def load_child(model_path):
-    """Under torchrun: em_rl.load_for_training as em_rl.main calls it (float32 master weights), with rank 1's
+    """Under torchrun: em_ft.load_for_training as em_rl.main calls it (float32 master weights), with rank 1's
     resident memory read before loading and around its set_model_state_dict (the weights' transfer)."""
+    import em_ft
     import em_rl
 
     def rss_mib():
@@ -414,14 +416,14 @@ def load_child(model_path):
                              "--batch-size", "2", "--dtype", "float32", "--device", "cpu"])
     rank, world, device, dtype = em_rl.setup(args)
     marks = {"before": rss_mib()}
-    original = em_rl.set_model_state_dict
+    original = em_ft.set_model_state_dict
 
     def probed(*args_, **kwargs):  # the transfer itself: what its peak adds to what the process held
         marks["transfer_start"] = rss_mib()
         original(*args_, **kwargs)
         marks["transfer_peak"] = peak_mib(device)
 
-    em_rl.set_model_state_dict = probed
+    em_ft.set_model_state_dict = probed  # load_for_training's own global
     model, _ = em_rl.load_for_training(args, rank, world, device, torch.float32)
     marks["after"], marks["peak"] = rss_mib(), peak_mib(device)
     full = [p.numel() for p in model.parameters()]  # a DTensor's numel is the full (unsharded) one

