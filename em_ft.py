@@ -88,17 +88,18 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description="EM-FT: minimize the token entropy of the model's own samples (arXiv "
                                             "2505.15134 Sec. 3.1). " + SOURCES,
                                 formatter_class=HelpFormatter)
-    common_args(p, batch_size_default=512, batch_size_help="prompts per optimizer step, all ranks together (each "
-                                                           "rank takes batch-size / processes of them, so it must be "
-                                                           "divisible by the number of processes), each sampled "
-                                                           "--samples-per-prompt times (paper setup: 512)")
-    training_args(p, script="em_ft", steps_default=40, steps_help="optimizer steps (paper setup: ~40 for EM-FT, "
-                                                                  "early stopped)")
+    common_args(p, batch_size_default=512,
+                batch_size_help="prompts per optimizer step, all ranks together (each rank takes batch-size / "
+                                "processes of them, so it must be divisible by the number of processes), each "
+                                "sampled --samples-per-prompt times (paper setup: 512)")
+    training_args(p, script="em_ft", steps_default=40,
+                  steps_help="optimizer steps (paper setup: ~40 for EM-FT, early stopped)")
     # ---- EM-FT flags ----
-    p.add_argument("--samples-per-prompt", type=int, default=1, help="responses sampled per prompt, N in Eq. 2 "
-                                                                     "(paper: 1 in the main result; variant: 4)")
-    p.add_argument("--kl-coef", type=float, default=0.0, help="weight of the k3 KL to the frozen initial model, "
-                                                              "loaded only when > 0 (paper: 0; variant: 0.001)")
+    p.add_argument("--samples-per-prompt", type=int, default=1,
+                   help="responses sampled per prompt, N in Eq. 2 (paper: 1 in the main result; variant: 4)")
+    p.add_argument("--kl-coef", type=float, default=0.0,
+                   help="weight of the k3 KL to the frozen initial model, loaded only when > 0 (paper: 0; variant: "
+                        "0.001)")
     args = p.parse_args(argv)
     check_training_args(args)
     if args.kl_coef < 0:
@@ -229,41 +230,40 @@ def training_args(p, *, script, steps_default, steps_help):
     """The flags em_ft.py and em_rl.py share; script (em_ft or em_rl) names the default run folder."""
     p.set_defaults(max_new_tokens=3072)  # training responses are capped at 3072 tokens (paper setup)
     p.add_argument("--steps", type=int, default=steps_default, help=steps_help)
-    p.add_argument("--lr", type=float, default=1e-6, help="AdamW learning rate, constant (official EM-RL config: "
-                                                          "1e-6)")
-    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (official EM-RL config: "
-                                                                    "0.01)")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="clip the global gradient norm to this (paper / "
-                                                                "official config: 1.0)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the training responses "
-                                                                  "(paper Sec. 3: 1.0)")
-    p.add_argument("--max-prompt-tokens", type=int, default=1024, help="skip longer prompts (paper setup: prompts <= "
-                                                                       "1024 tokens)")
-    p.add_argument("--micro-batch-size", type=int, default=8, help="sequences (prompt + one response) per "
-                                                                   "forward/backward on each rank; any value >= 1: "
-                                                                   "gradients accumulate over the whole batch, so it "
-                                                                   "changes memory and speed, never the result "
-                                                                   "(ours)")
-    p.add_argument("--rollout-batch-size", type=int, default=64, help="sequences (prompt + one response) decoded "
-                                                                      "together on each rank, for rollouts and "
-                                                                      "--eval-dataset; any value >= 1; the samples "
-                                                                      "depend on it, not on --micro-batch-size "
-                                                                      "(ours: a decode step reads every weight once "
-                                                                      "for all rows, so 64 rows cost a GPU little "
-                                                                      "more than 1; their KV cache at 4096 tokens is "
-                                                                      "~15 GB for a 7B Qwen)")
-    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False, help="recompute each layer's activations in backward: far less activation memory for ~30%% more compute (ours)")
-    p.add_argument("--out", default=os.path.join("runs", script), help="run folder: metrics.jsonl, the latest model "
-                                                                       "(save_pretrained) and train_state.pt; "
-                                                                       "rerunning resumes from it (ours)")
-    p.add_argument("--save-every", type=int, default=10, help="save a checkpoint every N steps, and always after the "
-                                                              "last one (ours)")
-    p.add_argument("--eval-dataset", default=None, help="benchmark for greedy accuracy during training, named as "
-                                                        "--dataset (default: none; ours: off)")
-    p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps and after the last one; 0 = "
-                                                             "after the last one only (ours)")
-    p.add_argument("--eval-limit", type=int, default=None, help="use only the first N eval problems (default: all; "
-                                                                "ours: smoke runs)")
+    p.add_argument("--lr", type=float, default=1e-6,
+                   help="AdamW learning rate, constant (official EM-RL config: 1e-6)")
+    p.add_argument("--weight-decay", type=float, default=0.01,
+                   help="AdamW weight decay (official EM-RL config: 0.01)")
+    p.add_argument("--grad-clip", type=float, default=1.0,
+                   help="clip the global gradient norm to this (paper / official config: 1.0)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="sampling temperature of the training responses (paper Sec. 3: 1.0)")
+    p.add_argument("--max-prompt-tokens", type=int, default=1024,
+                   help="skip longer prompts (paper setup: prompts <= 1024 tokens)")
+    p.add_argument("--micro-batch-size", type=int, default=8,
+                   help="sequences (prompt + one response) per forward/backward on each rank; any value >= 1: "
+                        "gradients accumulate over the whole batch, so it changes memory and speed, never the "
+                        "result (ours)")
+    p.add_argument("--rollout-batch-size", type=int, default=64,
+                   help="sequences (prompt + one response) decoded together on each rank, for rollouts and "
+                        "--eval-dataset; any value >= 1; the samples depend on it, not on --micro-batch-size (ours: "
+                        "a decode step reads every weight once for all rows, so 64 rows cost a GPU little more than "
+                        "1; their KV cache at 4096 tokens is ~15 GB for a 7B Qwen)")
+    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False,
+                   help="recompute each layer's activations in backward: far less activation memory for ~30%% more "
+                        "compute (ours)")
+    p.add_argument("--out", default=os.path.join("runs", script),
+                   help="run folder: metrics.jsonl, the latest model (save_pretrained) and train_state.pt; "
+                        "rerunning resumes from it (ours)")
+    p.add_argument("--save-every", type=int, default=10,
+                   help="save a checkpoint every N steps, and always after the last one (ours)")
+    p.add_argument("--eval-dataset", default=None,
+                   help="benchmark for greedy accuracy during training, named as --dataset (default: none; ours: "
+                        "off)")
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="evaluate every N steps and after the last one; 0 = after the last one only (ours)")
+    p.add_argument("--eval-limit", type=int, default=None,
+                   help="use only the first N eval problems (default: all; ours: smoke runs)")
     return p
 
 

@@ -95,8 +95,8 @@ def parse_args(argv=None):
                    help="entropy threshold in nats: EM-INF stops a row below it; adaptive_temp leaves rows below it "
                         "alone (official em_inf_eval.sh: 0.3; paper Sec. 3.3: 0.1-0.5 best; official "
                         "adaptive_temp_eval.sh: 1e-5)")
-    p.add_argument("--lr", type=float, default=LR, help="Adam learning rate on the logits (official em_inf_eval.sh, "
-                                                        "paper Sec. 3.3)")
+    p.add_argument("--lr", type=float, default=LR,
+                   help="Adam learning rate on the logits (official em_inf_eval.sh, paper Sec. 3.3)")
     p.add_argument("--steps", type=int, default=STEPS,
                    help="max Adam steps per token (official em_inf_eval.sh: 3; paper Sec. 3.3: 5-15; UGPhysics code: "
                         "5)")
@@ -591,18 +591,21 @@ SOURCES = ("Where a default comes from, in parentheses after each help text: (pa
 
 def common_args(p, *, batch_size_default, batch_size_help):
     p.add_argument("--model", default="Qwen/Qwen2.5-Math-7B", help="hub id or local folder (paper Sec. 4)")
-    p.add_argument("--dataset", default="math500", help="benchmark name or .jsonl/.json/.parquet file, see "
-                                                        "evaluate.load_problems (ours: math500, the paper's first "
-                                                        "benchmark; train on your own prompts file)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N problems (default: all; ours: smoke "
-                                                           "runs)")
+    p.add_argument("--dataset", default="math500",
+                   help="benchmark name or .jsonl/.json/.parquet file, see evaluate.load_problems (ours: math500, "
+                        "the paper's first benchmark; train on your own prompts file)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="use only the first N problems (default: all; ours: smoke runs)")
     p.add_argument("--batch-size", type=int, default=batch_size_default, help=batch_size_help)
-    p.add_argument("--max-new-tokens", type=int, default=4096, help="response length cap (paper Sec. 4: 4096; 3072 "
-                                                                    "for training)")
+    p.add_argument("--max-new-tokens", type=int, default=4096,
+                   help="response length cap (paper Sec. 4: 4096; 3072 for training)")
     p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same output (ours)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="model dtype; auto = bf16 on CUDA, float32 on CPU (ours)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="model dtype; auto = bf16 on CUDA, float32 on CPU (ours)")
     p.add_argument("--device", default="auto", help="auto = cuda if available else cpu (ours)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the small hot functions of entropy.py (default: on with CUDA, off on CPU; ours)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the small hot functions of entropy.py (default: on with CUDA, off on CPU; "
+                        "ours)")
     return p
 
 

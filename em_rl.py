@@ -90,37 +90,41 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description="EM-RL: RL with negative entropy as the only reward (arXiv 2505.15134 "
                                             "Sec. 3.2). " + SOURCES,
                                 formatter_class=HelpFormatter)
-    common_args(p, batch_size_default=512, batch_size_help="prompts per RL step, all ranks together (each rank takes "
-                                                           "batch-size / processes of them, so it must be divisible "
-                                                           "by the number of processes), each sampled "
-                                                           "--samples-per-prompt times (paper setup: 512, x 4 "
-                                                           "rollouts = 2048)")
-    training_args(p, script="em_rl", steps_default=100, steps_help="RL steps, each: rollouts, rewards, PPO updates "
-                                                                   "(paper setup: ~100)")
+    common_args(p, batch_size_default=512,
+                batch_size_help="prompts per RL step, all ranks together (each rank takes batch-size / processes of "
+                                "them, so it must be divisible by the number of processes), each sampled "
+                                "--samples-per-prompt times (paper setup: 512, x 4 rollouts = 2048)")
+    training_args(p, script="em_rl", steps_default=100,
+                  steps_help="RL steps, each: rollouts, rewards, PPO updates (paper setup: ~100)")
     # ---- EM-RL flags ----
     # --samples-per-prompt is em_ft.py's name for the same number, so the shared code reads it unchanged;
     # --n is an alias for the paper's notation, but torchrun's own parser rejects it (an ambiguous abbreviation
     # of its --nnodes / --nproc-per-node), so the documented spelling is --samples-per-prompt
-    p.add_argument("--samples-per-prompt", "--n", dest="samples_per_prompt", type=int, default=4, help="rollouts per prompt, >= 2 for the leave-one-out baseline; --n is an alias that torchrun does not pass on (paper / official rollout.n: 4)")
-    p.add_argument("--reward", default="token", choices=["token", "sequence"], help="token: minus the token entropy; sequence: log-prob of the sampled response (paper Sec. 3.2; token scores higher in Table 2)")
-    p.add_argument("--reward-reduction", default="mean", choices=["mean", "sum"], help="reduce the reward over the response tokens (official reward managers: mean; paper: sum)")
-    p.add_argument("--advantage", default="rloo", choices=["rloo", "grpo"], help="rloo: r_i minus the mean of the other samples; grpo: group mean/std (paper / official adv_estimator: rloo)")
-    p.add_argument("--mini-batch-size", type=int, default=None, help="prompts per PPO optimizer step, all ranks "
-                                                                     "together: must divide --batch-size and be "
-                                                                     "divisible by the number of processes (default: "
-                                                                     "--batch-size / 4, or the nearest that fits: "
-                                                                     "the official ppo_mini_batch_size 128 of 512 "
-                                                                     "prompts, i.e. 4 PPO updates per RL step)")
-    p.add_argument("--ppo-epochs", type=int, default=1, help="passes over each rollout batch (official ppo_epochs: "
-                                                             "1)")
-    p.add_argument("--clip", type=float, default=0.2, help="PPO clip range: rho is clipped to [1 - clip, 1 + clip] "
-                                                           "(paper / official clip_ratio: 0.2)")
-    p.add_argument("--kl-coef", type=float, default=0.001, help="weight of the k3 KL to the frozen initial model, "
-                                                                "loaded only when > 0 (paper / official "
-                                                                "kl_loss_coef: 0.001)")
-    p.add_argument("--entropy-coef", type=float, default=0.0, help="weight of an entropy BONUS in the loss, as "
-                                                                   "verl's entropy_coeff (ours: 0; the official "
-                                                                   "config's 0.001 works against EM)")
+    p.add_argument("--samples-per-prompt", "--n", dest="samples_per_prompt", type=int, default=4,
+                   help="rollouts per prompt, >= 2 for the leave-one-out baseline; --n is an alias that torchrun "
+                        "does not pass on (paper / official rollout.n: 4)")
+    p.add_argument("--reward", default="token", choices=["token", "sequence"],
+                   help="token: minus the token entropy; sequence: log-prob of the sampled response (paper Sec. "
+                        "3.2; token scores higher in Table 2)")
+    p.add_argument("--reward-reduction", default="mean", choices=["mean", "sum"],
+                   help="reduce the reward over the response tokens (official reward managers: mean; paper: sum)")
+    p.add_argument("--advantage", default="rloo", choices=["rloo", "grpo"],
+                   help="rloo: r_i minus the mean of the other samples; grpo: group mean/std (paper / official "
+                        "adv_estimator: rloo)")
+    p.add_argument("--mini-batch-size", type=int, default=None,
+                   help="prompts per PPO optimizer step, all ranks together: must divide --batch-size and be "
+                        "divisible by the number of processes (default: --batch-size / 4, or the nearest that fits: "
+                        "the official ppo_mini_batch_size 128 of 512 prompts, i.e. 4 PPO updates per RL step)")
+    p.add_argument("--ppo-epochs", type=int, default=1,
+                   help="passes over each rollout batch (official ppo_epochs: 1)")
+    p.add_argument("--clip", type=float, default=0.2,
+                   help="PPO clip range: rho is clipped to [1 - clip, 1 + clip] (paper / official clip_ratio: 0.2)")
+    p.add_argument("--kl-coef", type=float, default=0.001,
+                   help="weight of the k3 KL to the frozen initial model, loaded only when > 0 (paper / official "
+                        "kl_loss_coef: 0.001)")
+    p.add_argument("--entropy-coef", type=float, default=0.0,
+                   help="weight of an entropy BONUS in the loss, as verl's entropy_coeff (ours: 0; the official "
+                        "config's 0.001 works against EM)")
     args = p.parse_args(argv)
     if args.samples_per_prompt < 2:
         fail(f"--samples-per-prompt must be >= 2 (the leave-one-out baseline needs another sample of the same prompt), got {args.samples_per_prompt}")
