@@ -38,7 +38,12 @@ eval/UGPhysics/codes/min_entropy_gen.py):
     problem as it finishes, and a rerun resumes.
  8. Tokens are drawn by inverting the CDF (one uniform number per row) instead of torch.multinomial:
     the same distribution, another random stream, and 8x cheaper on a CPU.
- 9. Continuous batching (--batching continuous): a finished response leaves the batch and its KV cache,
+ 9. Iterative refinement (--mode iter_refine, the official `self_refinement`): no critique text; round r's prompt
+    is round r-1's prompt + its response + "\n\n" + the original prompt. The official code grades every round
+    and picks none; we report the last round (the row keeps every round). We think the paper's row is the last
+    round too, unverified: for Qwen2.5-Math-7B-Instruct its iter-refine cells equal its T = 0.1 cells, which
+    fits either the first round or later rounds overflowing that model's 4K context.
+10. Continuous batching (--batching continuous): a finished response leaves the batch and its KV cache,
     and the next problem takes its row, so no decode step is spent on finished rows. A row's random
     numbers then depend on which rows share its steps: sampled responses differ from a static batch
     (or from one problem at a time) as any other seed would; greedy responses do not.
@@ -59,6 +64,7 @@ Commands:
     python em_inf.py --model HuggingFaceTB/SmolLM2-135M-Instruct --dataset data/mini_math.jsonl --limit 4 --max-new-tokens 64
 """
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -80,7 +86,7 @@ import evaluate
 DELTA, LR, STEPS, KL_WEIGHT, TEMPERATURE = 0.3, 0.1, 3, 0.05, 0.1
 
 
-MODES = ["em_inf", "greedy", "sample", "adaptive_temp", "self_consistency"]
+MODES = ["em_inf", "greedy", "sample", "adaptive_temp", "self_consistency", "iter_refine"]
 
 
 def parse_args(argv=None):
@@ -90,7 +96,8 @@ def parse_args(argv=None):
                                 "per problem); any value >= 1 (ours: fits a 7B model at 4096 tokens on an 80 GB GPU)")
     p.add_argument("--mode", default="em_inf", choices=MODES,
                    help="em_inf (paper Sec. 3.3) or a Table 3 baseline: greedy, sample (at --temperature), "
-                        "adaptive_temp (Algorithm 1), self_consistency (majority of --n samples)")
+                        "adaptive_temp (Algorithm 1), self_consistency (majority of --n samples), iter_refine "
+                        "(--rounds rounds, each sampled at --temperature, each prompt holding the previous rounds)")
     p.add_argument("--delta", type=float, default=DELTA,
                    help="entropy threshold in nats: EM-INF stops a row below it; adaptive_temp leaves rows below it "
                         "alone (official em_inf_eval.sh: 0.3; paper Sec. 3.3: 0.1-0.5 best; official "
@@ -114,6 +121,10 @@ def parse_args(argv=None):
     p.add_argument("--samples-per-prompt", "--n", dest="n", type=int, default=4,
                    help="samples per problem for self_consistency; --n is an alias that torchrun does not pass on "
                         "(paper Table 3: N = 4)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="iter_refine: rounds per problem; the row's `correct` is the last round's, every round is "
+                        "kept (paper Table 3: N = 3; official scripts: 4 for MATH-500/AMC/AIME and LeetCode, 3 for "
+                        "Minerva, OlympiadBench and UGPhysics)")
     p.add_argument("--top-k", type=int, default=0,
                    help="keep the k most likely tokens, 0 = off (ours: off; the official EM-INF code leaks Qwen's "
                         "generation_config top-k 20)")
@@ -144,6 +155,7 @@ def parse_args(argv=None):
               (args.temperature > 0, f"--temperature must be > 0 (got {args.temperature}); use --mode greedy for argmax"),
               (0 < args.alpha <= 1, f"--alpha must be in (0, 1] (got {args.alpha})"),
               (args.n >= 1, f"--samples-per-prompt must be >= 1 (got {args.n})"),
+              (args.rounds >= 1, f"--rounds must be >= 1 (got {args.rounds})"),
               (args.max_new_tokens >= 1, f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})"),
               (args.limit is None or args.limit >= 1, f"--limit must be >= 1 (got {args.limit})"),
               (args.top_k >= 0, f"--top-k must be >= 0 (got {args.top_k})"),
@@ -456,41 +468,139 @@ class EMInfLogitsProcessor(LogitsProcessor):
 
 
 # ---- main: decode, grade, write one results line per problem ----
-@torch.no_grad()
-def solve(model, tokenizer, records, args, stop_ids, work):
-    """Decode and grade problems; yields one result row per problem, as soon as all its samples are done.
+def problem_stages(rec, tokenizer, args):
+    """One problem as a coroutine: it yields the prompts it needs decoded next, receives their responses
+    [(text, tokens, per-token stat sums)], one per prompt, and returns its results row.
 
-    work: dict that collects "tokens" generated, decode "seconds" (grading excluded) and "row_steps" (see sample).
+    One stage for every mode but iter_refine: --samples-per-prompt prompts for self_consistency, else one.
+    iter_refine (Table 3's iterative-refinement baseline, the official `self_refinement` mode): --rounds stages;
+    round r's prompt is round r-1's prompt + its response + "\n\n" + the original prompt (for code records the
+    response is replaced by its extracted code in a ```python fence and the EOS token, as the official LeetCode
+    path), strings concatenated as they are: the assistant turn is never closed, as in the official code.
     """
-    k = args.n if args.mode == "self_consistency" else 1
-    prompts = [evaluate.build_prompt(tokenizer, r) for r in records for _ in range(k)]  # problem-major
-    seen = None
-    if args.repetition_penalty != 1.0:
-        # the prompt counts as "already generated", as in HF generate (padding does not); [N, V] bool
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        seen = torch.zeros(len(prompts), model.config.vocab_size, dtype=torch.bool, device=model.device)
-        real = torch.where(enc.attention_mask.bool(), enc.input_ids, enc.input_ids[:, -1:])  # pads -> a real token
-        seen.scatter_(1, real, True)
-    rows = args.batch_size * k
+    prompt = evaluate.build_prompt(tokenizer, rec)
+    if args.mode != "iter_refine":
+        samples = yield [prompt] * (args.n if args.mode == "self_consistency" else 1)
+        return result_row(rec, samples, args)
+    rounds, first = [], prompt
+    for _ in range(args.rounds):
+        [answer] = yield [prompt]
+        rounds.append(answer)
+        prompt = prompt + refinement_context(rec, answer[0], tokenizer) + "\n\n" + first
+    return refined_row(rec, rounds, args)
+
+
+def refinement_context(rec, response, tokenizer):
+    """What the next round's prompt repeats of a response: the response, or for code its extracted program."""
+    if not rec.get("tests"):
+        return response
+    return f"```python\n{evaluate.extract_code(response)}\n```{tokenizer.eos_token or ''}"
+
+
+@torch.no_grad()
+def solve(model, tokenizer, records, args, stop_ids, work, progress=None):
+    """Decode and grade problems; yields results rows, one per problem as soon as it is done, and progress lines.
+
+    Each problem is a coroutine (problem_stages) that asks for the prompts of its next stage. They share one
+    continuous batch: when a row frees, sample() asks for more prompts, and a problem's next stage (its next
+    round, or SciCode's next step) takes it before any new problem starts, so problems finish early and an
+    interrupted run loses little. A stage of a problem that has another stage after it is written as a progress
+    line ({"progress": id, "stage": s, "samples": [...]}); progress: {id: {stage: samples}} of an interrupted run,
+    replayed instead of decoded again.
+    work: dict that collects "tokens" generated, decode "seconds" (grading excluded), "row_steps" (see sample)
+    and "prompt_tokens" (of the prompts decoded).
+    """
+    progress = progress or {}
+    seen = SeenTokens(model.config.vocab_size, model.device) if args.repetition_penalty != 1.0 else None
+    jobs, stage, expected, answers = {}, {}, {}, {}  # per problem: coroutine, stage index, prompts, responses
+    owner, prompt_tokens = [], {}  # owner[i]: (problem, sample) of sample()'s i-th prompt; tokens per problem
+    ready, out = [], []  # prompts waiting for a row (problem, sample, text); rows and progress lines to hand out
+    fresh = iter(range(len(records)))
+
+    def advance(p, reply):
+        """Send problem p the responses of its stage (None: start it); queue its next prompts or take its row."""
+        while True:
+            try:
+                texts = jobs[p].send(reply)
+            except StopIteration as end:
+                del jobs[p]
+                out.append({**end.value, "prompt_tokens": prompt_tokens[p]})
+                return
+            stage[p] = stage.get(p, -1) + 1
+            prompt_tokens[p] = prompt_tokens.get(p, 0) + sum(len(tokenizer(t, add_special_tokens=False).input_ids)
+                                                              for t in texts)
+            saved = progress.get(records[p]["id"], {}).get(stage[p])
+            if saved is None or len(saved) != len(texts):
+                break
+            reply = [tuple(x) for x in saved]  # decoded by an interrupted run
+        expected[p], answers[p] = len(texts), {}
+        ready[:0] = [(p, j, t) for j, t in enumerate(texts)]  # follow-ups first (see above)
+
+    def more(n):
+        """Up to n prompts for sample()'s free rows: waiting stages first, then new problems."""
+        given = []
+        while len(given) < n:
+            if not ready:
+                p = next(fresh, None)
+                if p is None:
+                    break
+                jobs[p] = problem_stages(records[p], tokenizer, args)
+                advance(p, None)
+                continue
+            p, j, text = ready.pop(0)
+            owner.append((p, j))
+            given.append(text)
+            if seen is not None:
+                seen.add(tokenizer(text, add_special_tokens=False).input_ids)
+        return given
+
+    rows = args.batch_size * (args.n if args.mode == "self_consistency" else 1)
     # continuous: a finished row leaves at once and the next prompt takes its place. Dropping a row copies the
     # KV cache, but DynamicCache already copies it at every step (torch.cat), so a drop costs less than one
     # step while a finished row left in costs a row of compute at every step. static: batches of
     # --batch-size problems, each decoded until its longest response ends.
     drop_at, refill = (1, True) if args.batching == "continuous" else (rows, False)
-    decoding = sample(model, tokenizer, prompts, args.max_new_tokens, make_pick_next(args, seen), stop_ids, rows,
+    decoding = sample(model, tokenizer, more, args.max_new_tokens, make_pick_next(args, seen), stop_ids, rows,
                       drop_at=drop_at, refill=refill, work=work)
-    samples = {}  # problem index -> {sample index: (text, tokens, per-token stat sums)}
     t0 = time.perf_counter()
     for i, response, stats in decoding:  # response is on the CPU: the GPU has finished this step
         work["seconds"] = work.get("seconds", 0.0) + time.perf_counter() - t0
         work["tokens"] = work.get("tokens", 0) + len(response)
-        p, j = divmod(i, k)
+        p, j = owner[i]
         text = tokenizer.decode(response, skip_special_tokens=True)
-        samples.setdefault(p, {})[j] = (text, len(response), {name: float(v.sum()) for name, v in stats.items()})
-        if len(samples[p]) == k:
-            yield result_row(records[p], [samples[p][j] for j in range(k)], args)
-            del samples[p]
+        answers[p][j] = (text, len(response), {name: float(v.sum()) for name, v in stats.items()})
+        if len(answers[p]) == expected[p]:
+            got, s = answers.pop(p), stage[p]
+            reply = [got[j] for j in range(expected[p])]
+            advance(p, reply)
+            if p in jobs:  # another stage follows: keep this one, so that a rerun does not decode it again
+                out.append({"progress": records[p]["id"], "stage": s, "samples": reply})
+        yield from out
+        out.clear()
         t0 = time.perf_counter()
+    yield from out  # problems an interrupted run had decoded to the end
+
+
+class SeenTokens:
+    """[N, V] bool: the tokens already in each of sample()'s N sequences, the prompt included (as HF generate
+    counts them for the repetition penalty); a row is added as each prompt enters, so N grows with the run."""
+
+    def __init__(self, vocab_size, device):
+        self.rows = torch.zeros(0, vocab_size, dtype=torch.bool, device=device)
+        self.n = 0
+
+    def add(self, ids):
+        if self.n == len(self.rows):  # grow by doubling: amortized O(1) copies per prompt
+            more = self.rows.new_zeros(max(self.n, 16), self.rows.shape[1])
+            self.rows = torch.cat([self.rows, more])
+        self.rows[self.n, torch.tensor(ids, dtype=torch.long, device=self.rows.device)] = True
+        self.n += 1
+
+    def __getitem__(self, index):
+        return self.rows[index]
+
+    def __setitem__(self, index, value):
+        self.rows[index] = value
 
 
 def result_row(rec, samples, args):
@@ -508,6 +618,18 @@ def result_row(rec, samples, args):
     for key in ("tests", "grading"):  # what evaluate.grade needs to re-grade the row as it was graded here
         if rec.get(key):
             row[key] = rec[key]
+    return row
+
+
+def refined_row(rec, rounds, args):
+    """The row of an iter_refine problem: every round graded and kept in `rounds`; the row's response and
+    `correct` are the last round's (the table's number, see --rounds); tokens and stats over all rounds."""
+    row = result_row(rec, rounds[-1:], args)
+    tokens = sum(n for _, n, _ in rounds)
+    row["tokens"] = tokens
+    row.update({name: sum(s[name] for _, _, s in rounds) / max(tokens, 1) for name in rounds[0][2]})
+    row["rounds"] = [{"response": text, "correct": bool(evaluate.grade(rec, text)) if r < len(rounds) - 1
+                      else row["correct"]} for r, (text, _, _) in enumerate(rounds)]
     return row
 
 
@@ -530,7 +652,7 @@ def main(argv=None):
     except evaluate.GraderUnavailable as e:
         fail(str(e))
 
-    finished = start_results(args, rank, world)
+    finished, progress = start_results(args, rank, world)
     if world > 1:
         # EM-INF has no collective in the forward pass: from here on every rank decodes its shard at its
         # own pace, and rank 0 merges the per-rank files once every rank has left its done marker
@@ -543,10 +665,14 @@ def main(argv=None):
     path = args.out if world == 1 else f"{args.out}.part{rank}"
     bar = tqdm(total=len(shard), desc=f"{args.mode}", disable=rank != 0, dynamic_ncols=True)
     work, n_correct, n_done = {"tokens": 0, "seconds": 0.0, "row_steps": 0}, 0, 0
-    with open(path, "a") as f:
-        for row in solve(model, tokenizer, shard, args, stop_ids, work):
-            f.write(json.dumps(row) + "\n")
-            f.flush()  # an interrupted run keeps every finished problem
+    with open(path, "a") as f, open(path + ".progress", "a") as f_progress:
+        for row in solve(model, tokenizer, shard, args, stop_ids, work, progress):
+            # an interrupted run keeps every finished problem, and every finished stage of the others
+            out = f_progress if "progress" in row else f
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+            if "progress" in row:
+                continue
             n_correct, n_done = n_correct + row["correct"], n_done + 1
             bar.update(1)
             bar.set_postfix(acc=f"{n_correct / n_done:.3f}", tok_s=f"{work['tokens'] / max(work['seconds'], 1e-9):.1f}")
@@ -565,8 +691,8 @@ def main(argv=None):
         # tokens/s of the whole job: all tokens over the slowest rank's decode time
         work = {"tokens": sum(w["tokens"] for w in works), "seconds": max(w["seconds"] for w in works),
                 "row_steps": sum(w["row_steps"] for w in works)}
-        merge_parts(args.out)  # also removes the done markers
     if rank == 0:
+        merge_parts(args.out)  # also removes the done markers and the progress of finished problems
         summarize(args, model, tokenizer, problems, work)
 
 
@@ -671,6 +797,11 @@ def stop_token_ids(model, tokenizer):
 def sample(model, tokenizer, prompts, max_new_tokens, pick_next, stop_ids, batch_size, drop_at=1, refill=True, work=None):
     """Decode prompt strings with the KV cache, batch_size rows at a time; yield each row when it finishes.
 
+    prompts: a list of strings, or a function more(n) -> up to n further prompt strings, called whenever rows are
+    free ([] when none is ready; decoding ends when the batch is empty and more() has none). The i-th prompt
+    given is index i. A function lets a prompt depend on a response that finished in this very run (em_inf.py's
+    next round or next SciCode step joins the running batch at once).
+
     pick_next(logits [b, V] float32, rows [b] long: each row's index in prompts) -> (next tokens [b] long,
     stats dict of [b] tensors) is the only per-method part: temperature sampling, greedy or the EM-INF update.
     Yields (index in prompts, response ids [n] long, {stat: [n] float32}) as rows finish, on the CPU;
@@ -691,7 +822,10 @@ def sample(model, tokenizer, prompts, max_new_tokens, pick_next, stop_ids, batch
     tokens = torch.zeros(0, max_new_tokens, dtype=torch.long, device=device)  # [b, R] response ids
     stats = {}  # name -> [b, R] per-token statistics
     cache, attn = None, torch.zeros(0, 0, dtype=torch.long, device=device)  # attn [b, L]: 1 on cached real tokens
-    started = 0  # prompts[:started] have entered the batch
+    if not callable(prompts):
+        listed = iter(prompts)
+        prompts = lambda n: list(itertools.islice(listed, n))  # noqa: E731
+    started = 0  # prompts given so far, so the next one is index `started`
     while True:
         # 1. finished rows leave the batch and the cache, once there are enough of them to pay for the copy
         n_finished = int(finished.sum())  # a host sync, like the stop check of any decode loop
@@ -703,9 +837,10 @@ def sample(model, tokenizer, prompts, max_new_tokens, pick_next, stop_ids, batch
             cache = _trim(cache, attn, keep) if len(keep) else None
             attn = attn[:, attn.shape[1] - (0 if cache is None else cache.get_seq_length()):]
         # 2. new prompts take the free rows: continuously (refill), or when the whole batch is done
-        new = min(batch_size - len(rows), len(prompts) - started) if refill or len(rows) == 0 else 0
+        texts = prompts(batch_size - len(rows)) if refill or len(rows) == 0 else []
+        new = len(texts)
         if new > 0:
-            new_cache, new_attn, new_ids, new_pos = _prefill(model, tokenizer, prompts[started:started + new], device)
+            new_cache, new_attn, new_ids, new_pos = _prefill(model, tokenizer, texts, device)
             cache, attn = _merge(cache, attn, new_cache, new_attn)
             rows = torch.cat([rows, torch.arange(started, started + new, device=device)])
             lengths = torch.cat([lengths, torch.zeros_like(new_ids)])
@@ -795,11 +930,13 @@ def _merge(cache, attn, new_cache, new_attn):
 
 # ---- results file: one JSON line per problem, appended as each finishes, resumable ----
 # Row keys (README: Results files): id, problem, gold, response, correct, tokens (all tokens generated for the problem, so
-# the n samples of self_consistency), entropy / sampled_entropy / em_steps (means per generated token), mode;
-# self_consistency adds responses and corrects (pass@k). The first line holds {"config": the arguments}.
+# the n samples of self_consistency), prompt_tokens (every prompt decoded for it), entropy / sampled_entropy /
+# em_steps (means per generated token), mode; self_consistency adds responses and corrects (pass@k), iter_refine
+# adds rounds ([{response, correct}]). The first line holds {"config": the arguments}. Lines {"progress": id, "stage",
+# "samples"} keep the finished stages of a problem that has more (iter_refine rounds, SciCode steps) for a rerun.
 # settings that change the responses: a results file must not mix two of them
 RUN_KEYS = ["model", "dataset", "mode", "delta", "lr", "steps", "kl_weight", "temperature", "alpha", "n",
-            "max_new_tokens", "seed", "top_k", "top_p", "repetition_penalty", "prob_floor"]
+            "max_new_tokens", "seed", "top_k", "top_p", "repetition_penalty", "prob_floor", "rounds"]
 
 
 def default_out(args):
@@ -826,6 +963,20 @@ def read_results(path):
     return config, rows
 
 
+def read_progress(path):
+    """{id: {stage: samples}} from the progress file beside a results file (PATH.progress), if any."""
+    progress = {}
+    if os.path.exists(path + ".progress"):
+        with open(path + ".progress") as f:
+            for line in f:
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:  # cut off by a crash
+                    continue
+                progress.setdefault(str(obj["progress"]), {})[obj["stage"]] = obj["samples"]
+    return progress
+
+
 def end_last_line(path):
     """End a line cut off by a crash, so that the next row appended starts on a line of its own."""
     with open(path, "rb+") as f:
@@ -836,10 +987,12 @@ def end_last_line(path):
 
 
 def merge_parts(out):
-    """Move the rows of per-rank files out.part<r> (this run's or an interrupted one's) into out."""
+    """Move the rows of per-rank files out.part<r> (this run's or an interrupted one's) into out, and their
+    progress files into out.progress (which keeps only problems still without a row)."""
     _, have = read_results(out)
     directory = os.path.dirname(out) or "."
-    parts = sorted(f for f in os.listdir(directory) if f.startswith(os.path.basename(out) + ".part"))
+    parts = sorted(f for f in os.listdir(directory) if f.startswith(os.path.basename(out) + ".part")
+                   and not f.endswith(".progress"))
     with open(out, "a") as f:
         for name in parts:
             path = os.path.join(directory, name)
@@ -848,6 +1001,26 @@ def merge_parts(out):
                     have[rid] = row
                     f.write(json.dumps(row) + "\n")
             os.remove(path)
+    # the finished stages of unfinished problems (PATH.progress files): into out's, for the rerun to continue
+    kept = read_progress(out)
+    with open(out + ".progress", "a") as f:
+        for name in parts:
+            path = os.path.join(directory, name)
+            for rid, stages in read_progress(path).items():
+                for stage, samples in stages.items():
+                    if rid not in have and stage not in kept.get(rid, {}):
+                        f.write(json.dumps({"progress": rid, "stage": stage, "samples": samples}) + "\n")
+            if os.path.exists(path + ".progress"):
+                os.remove(path + ".progress")
+    # keep only the stages of problems still without a row; no file when there are none
+    left = {rid: stages for rid, stages in read_progress(out).items() if rid not in have}
+    if left:
+        with open(out + ".progress.tmp", "w") as f:
+            f.writelines(json.dumps({"progress": rid, "stage": stage, "samples": samples}) + "\n"
+                         for rid, stages in left.items() for stage, samples in stages.items())
+        os.replace(out + ".progress.tmp", out + ".progress")
+    else:
+        os.remove(out + ".progress")
 
 
 def check_results(args):
@@ -860,7 +1033,8 @@ def check_results(args):
 
 
 def start_results(args, rank, world):
-    """Create args.out with its config line (rank 0) and return the ids already finished (all ranks)."""
+    """Create args.out with its config line (rank 0); return the ids already finished and the progress of the
+    unfinished ones (all ranks)."""
     if rank == 0:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         if read_results(args.out)[0] is None and not os.path.exists(args.out):
@@ -871,7 +1045,7 @@ def start_results(args, rank, world):
         merge_parts(args.out)
     if world > 1:
         dist.barrier()
-    return set(read_results(args.out)[1])
+    return set(read_results(args.out)[1]), read_progress(args.out)
 
 
 def summarize(args, model, tokenizer, problems, work):
@@ -881,9 +1055,11 @@ def summarize(args, model, tokenizer, problems, work):
     _, done = read_results(args.out)
     rows = [done[p["id"]] for p in problems if p["id"] in done]
     k = args.n if args.mode == "self_consistency" else 1
-    # FLOPs ~ 2 x parameters x tokens processed (prompt once per sample + generated), paper's 2PD convention
-    prompt_tokens = sum(len(tokenizer(evaluate.build_prompt(tokenizer, p), add_special_tokens=False).input_ids)
-                        for p in problems if p["id"] in done) * k
+    # FLOPs ~ 2 x parameters x tokens processed (prompt once per sample + generated), paper's 2PD convention;
+    # rows carry their prompt tokens (every round or step included); rows of older files are counted here
+    prompt_tokens = sum(r["prompt_tokens"] if "prompt_tokens" in r else
+                        k * len(tokenizer(evaluate.build_prompt(tokenizer, p), add_special_tokens=False).input_ids)
+                        for p, r in ((p, done[p["id"]]) for p in problems if p["id"] in done))
     generated = sum(r["tokens"] for r in rows)
     params = sum(p.numel() for p in model.parameters())
 
@@ -900,6 +1076,9 @@ def summarize(args, model, tokenizer, problems, work):
                "flops": 2 * params * (prompt_tokens + generated),
                "entropy": mean("entropy"), "sampled_entropy": mean("sampled_entropy"), "em_steps": mean("em_steps"),
                "out": args.out}
+    if args.mode == "iter_refine":  # every round's accuracy; `accuracy` is the last round's
+        summary["round_accuracy"] = [round(sum(r["rounds"][i]["correct"] for r in rows) / max(len(rows), 1), 4)
+                                     for i in range(args.rounds)]
 
     def cell(v, spec):  # "-": not measured by this run (e.g. every problem was decoded by an earlier run)
         return "-" if v is None else format(v, spec)

@@ -435,6 +435,9 @@ def test_every_mode_end_to_end(mode, tiny_model, mini_math, tmp_path, capsys):
         if mode == "self_consistency":
             assert len(r["responses"]) == 3 and len(r["corrects"]) == 3 and r["response"] in r["responses"]
             assert r["tokens"] <= 3 * 6
+        elif mode == "iter_refine":  # --rounds 3 by default: every round kept, the row's verdict is the last one's
+            assert len(r["rounds"]) == 3 and r["rounds"][-1] == {"response": r["response"], "correct": r["correct"]}
+            assert r["tokens"] <= 3 * 6 and r["prompt_tokens"] > 3 * 10
         else:
             assert r["tokens"] <= 6
     assert summary["mode"] == mode and summary["problems"] == 3 and summary["dataset"] == mini_math
@@ -532,3 +535,56 @@ def test_bad_input_one_line_errors(tiny_model, mini_math, tmp_path):
         assert "Traceback" not in err, err
         lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
         assert len(lines) == 1 and key in lines[0], err
+
+
+# ---------------------------------------------------------------------------------------------------------
+# iter_refine: round r's prompt = round r-1's prompt + its response + "\n\n" + the original prompt
+# ---------------------------------------------------------------------------------------------------------
+def test_iter_refine_prompts_hold_the_previous_rounds(tiny_model):
+    import evaluate
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    args = em_inf.parse_args(["--mode", "iter_refine", "--rounds", "3"])
+    math = {"id": "m", "problem": "What is 2 + 3?", "answer": "5"}
+    p0 = evaluate.build_prompt(tok, math)
+    stages = em_inf.problem_stages(math, tok, args)
+    assert stages.send(None) == [p0]
+    assert stages.send([("first \\boxed{4}", 3, {})]) == [p0 + "first \\boxed{4}" + "\n\n" + p0]
+    assert stages.send([("second \\boxed{5}", 4, {})]) == [p0 + "first \\boxed{4}\n\n" + p0 + "second \\boxed{5}\n\n" + p0]
+    with pytest.raises(StopIteration) as end:
+        stages.send([("third \\boxed{5}", 5, {})])
+    row = end.value.value
+    assert [r["correct"] for r in row["rounds"]] == [False, True, True] and row["correct"] and row["tokens"] == 12
+    assert row["response"] == "third \\boxed{5}"
+    # code: the extracted program in a fence and the EOS token, as the official LeetCode path
+    code = {"id": "c", "problem": "Add.", "answer": "", "tests": "assert add(1, 2) == 3"}
+    p0 = evaluate.build_prompt(tok, code)
+    stages = em_inf.problem_stages(code, tok, args)
+    stages.send(None)
+    reply = "Here:\n```python\ndef add(a, b):\n    return a + b\n```\nDone."
+    assert stages.send([(reply, 9, {})]) == [p0 + "```python\ndef add(a, b):\n    return a + b\n\n```<|im_end|>\n\n" + p0]
+
+
+def test_iter_refine_resumes_from_its_finished_rounds(tiny_model, mini_math, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "r.jsonl"
+    argv = ["--model", tiny_model, "--dataset", mini_math, "--limit", "3", "--max-new-tokens", "5", "--batch-size", "2",
+            "--mode", "iter_refine", "--temperature", "1.0", "--out", str(out)]
+    real = em_inf.refined_row
+
+    def crash(*a, **k):  # the first problem to finish its third round: interrupted before its row is written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(em_inf, "refined_row", crash)
+    with pytest.raises(KeyboardInterrupt):
+        em_inf.main(argv)
+    progress = [json.loads(line) for line in open(str(out) + ".progress")]
+    assert read_rows(out) == [] and {p["stage"] for p in progress} >= {0, 1}  # rounds 1 and 2 of some problems
+    done = {(p["progress"], p["stage"]): p["samples"][0][0] for p in progress}
+    monkeypatch.setattr(em_inf, "refined_row", real)
+    capsys.readouterr()
+    summary, lines = run_main(capsys, argv)
+    rows = {r["id"]: r for r in read_rows(out)}
+    assert sorted(rows) == ["mini-0", "mini-1", "mini-2"] and summary["problems"] == 3
+    for (rid, stage), text in done.items():  # the finished rounds were kept, not decoded again
+        assert rows[rid]["rounds"][stage]["response"] == text
+    assert summary["generated_tokens"] > 0 and len(summary["round_accuracy"]) == 3
+    assert not os.path.exists(str(out) + ".progress")  # every problem has its row: no progress left
