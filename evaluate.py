@@ -25,7 +25,42 @@ Public functions, in file order:
     pass_at_k(n, c, k)                          the unbiased pass@k estimator
     grade(record, response)                     one response against its record: code, last number or math
     plot_runs(run_dirs, out), plot_results(files, out)   training curves, accuracy per results file
-    summarize(path)                             a results file's accuracy and statistics (the CLI's rows)
+    summarize(path, scicode_data, scicode_timeout)  a results file's accuracy and statistics (the CLI's rows)
+  SciCode (its own section; one record per main problem, one prompt and one program per step):
+    check_scicode_data(data_dir, records)       one-line InputError unless --scicode-data has what is needed
+    scicode_is_given(step), scicode_given_code(step, data_dir, official)   the 3 given steps and their code
+    scicode_prompt(problem, k, previous_codes, with_background)   SciCode's exact user text for step k (0-based)
+    scicode_step_prompt(tokenizer, problem, k, previous_codes, with_background, prompt_format)   chat or raw
+    scicode_extract(response)                   the first fenced block, import lines removed
+    scicode_step_program(problem, k, codes)     step k's test program (dependencies, code of steps 0..k, tests)
+    grade_scicode(problem, codes, data_dir, timeout, ...)   [True/False per step, None for given steps]
+    scicode_row(record, steps, verdicts), scicode_scores(rows)   a results row; accuracy and subproblem_accuracy
+    scicode_helpers(targets), scipy_simps()     SciCode's test helpers and scipy's simps, for the sandbox
+
+SciCode (Tian et al. 2024; paper Table 3, with background): step k of a problem is prompted with the code of
+steps 0..k-1 in SciCode's multistep template; its code is the response's first fenced block; its program
+(dependencies + the code of steps 0..k + its test cases) runs in the sandbox with targets read from SciCode's
+test_data.h5 and passes on exit status 0. The official code (shivamag125/EM_PT eval/SciCode, a fork of
+scicode-bench/SciCode) has quirks that change the numbers; each, and what we do:
+  1. Given class steps lose their class: for 13.6 and 62.1 gencode.py keeps only the first `__init__` of the given
+     file (extract_function_name + ast.unparse), so Maxwell, Block and EnlargedBlock are missing from every later
+     prompt and test program, and 13.8-13.14, 62.2, 62.4-62.6 fail with a NameError unless the model redefines
+     the class (upstream SciCode too). Ours: the whole given file; scicode_given_code(official=True) reproduces it.
+  2. Steps never scored: the 3 given steps (13.6, 62.1, 76.3) have no tests and count in neither number, so the
+     test split is 65 main problems and 288 scored steps (EM_PT's test_generated_code.py, and the paper); a main
+     problem is correct when all its scored steps pass. Same here (scicode_scores). inspect_ai's variant divides by
+     291 and never credits problems 13, 62 and 76.
+  3. The official EM-INF path used another prompt and sampler than its baselines: the raw template text without
+     a chat template, at most 4096 new tokens, Qwen's top-k 20 / top-p 0.8 / repetition penalty 1.05 and T = 0.1
+     (min_entropy.py); greedy, T = 0.1 and adaptive temperature got a chat endpoint with the system message "You
+     are a helpful assistant." and no token cap. Ours: the same prompt and token cap for every mode
+     (scicode_step_prompt: chat by default; prompt_format="raw" is the official EM-INF prompt).
+  4. SciPy >= 1.14 has no scipy.integrate.simps, which problems 2 and 28 import, so their 4 steps fail at import
+     (EM_PT's eval/requirements_prime.txt pins scipy 1.14.1). Ours: a program that mentions simps gets it back
+     (scipy_simps: simpson, with simps's signature and its older `even` rules).
+  5. A pass upstream is exit status 0 alone, so code that exits 0 before the tests passes; ours also needs the
+     program to reach its last line (grade_scicode(must_finish=False) is upstream's rule). Per step: 300 s (EM_PT;
+     upstream SciCode 1800 s) and 8 GB of address space (upstream: no limit; SCICODE_MEMORY_MB says why).
 
 Deliberate differences from the graders people usually compare with: Qwen2.5-Math's `math_equal`
 (evaluation/grader.py of QwenLM/Qwen2.5-Math, the harness Qwen2.5-Math results are usually reported
@@ -48,8 +83,9 @@ with) and plain math-verify 0.9.0:
      involved (the same verdict, ~100x faster); answers over MAX_ANSWER_CHARS match only as identical text.
      Exact values are bounded before they are computed (2^{10^{10}} is left to math-verify and the watchdog).
 
-Usage (re-grade result files, one row per file):
+Usage (re-grade result files, one row per file; SciCode results also need SciCode's eval/data folder):
     python evaluate.py runs/greedy.jsonl runs/em_inf.jsonl
+    python evaluate.py results/scicode_em_inf.jsonl --scicode-data SciCode/eval/data
 """
 import argparse
 import ast
@@ -371,7 +407,8 @@ def build_prompt(tokenizer, record):
     "last_number", the math prompt (paper Sec. 4) otherwise. SciCode records have one prompt per step
     (scicode_step_prompt), so they are refused here."""
     if record.get("grading") == "scicode":
-        raise ValueError("a SciCode record has one prompt per step: evaluate.scicode_step_prompt(tokenizer, record, k, codes)")
+        raise ValueError("a SciCode record has one prompt per step: "
+                         "evaluate.scicode_step_prompt(tokenizer, record, k, codes)")
     if record.get("tests"):
         return code_prompt(tokenizer, record["problem"])
     if record.get("grading") == "last_number":
@@ -814,7 +851,8 @@ def grade(record, response, timeout=None):
 # src/scicode/gen/models.py for extraction, eval/scripts/test_generated_code.py for grading). Where it changes a
 # number, what we do instead (or also) is said at the line, and listed in the module docstring.
 
-SCICODE_GIVEN_STEPS = ("13.6", "62.1", "76.3")  # code given in SciCode's eval/data, never generated or tested (gencode.py)
+# steps whose code SciCode gives (eval/data/{step}.txt): never generated, never tested (gencode.py's main loop)
+SCICODE_GIVEN_STEPS = ("13.6", "62.1", "76.3")
 SCICODE_SYSTEM_PROMPT = "You are a helpful assistant."  # the official baselines' system message (models.py)
 SCICODE_PROMPT_FORMATS = ("chat", "raw")  # chat: system + user turn (official baselines); raw: official EM-INF
 SCICODE_TIMEOUT = 300.0  # seconds per step (EM_PT test_generated_code.py; upstream SciCode: 1800)
@@ -965,9 +1003,11 @@ def check_scicode_data(data_dir, records=None):
                 for s in r["sub_steps"]:
                     if not scicode_is_given(s) and s["test_cases"] and f"{s['step_number']}/test1" not in f:
                         raise InputError(f"{h5}: no targets for step {s['step_number']} (group "
-                                         f"{s['step_number']}/test1): is it SciCode's test_data.h5, for these problems?")
+                                         f"{s['step_number']}/test1): is it SciCode's test_data.h5, for these "
+                                         f"problems?")
     except OSError as e:
-        raise InputError(f"{h5}: not a readable HDF5 file ({str(e).splitlines()[0][:120]}): download it again") from None
+        why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise InputError(f"{h5}: not a readable HDF5 file ({why}): download it again") from None
 
 
 def _scicode_function_name(header):
@@ -1336,7 +1376,8 @@ def grade_scicode(problem, codes, data_dir, timeout=SCICODE_TIMEOUT, memory_mb=S
     steps = _scicode_steps(problem)
     codes = [s["code"] for s in problem["steps"]] if codes is None else list(codes)
     if len(codes) != len(steps) or not all(isinstance(c, str) for c in codes):
-        raise ValueError(f"problem {problem.get('id')}: {len(steps)} steps need {len(steps)} code strings, got {len(codes)}")
+        raise ValueError(f"problem {problem.get('id')}: {len(steps)} steps need {len(steps)} code strings, "
+                         f"got {len(codes)}")
     h5py = _h5py()
     scored = [k for k, s in enumerate(steps) if not s["given"]]
     path = os.path.join(data_dir, SCICODE_H5)
@@ -1353,7 +1394,8 @@ def grade_scicode(problem, codes, data_dir, timeout=SCICODE_TIMEOUT, memory_mb=S
                             files={SCICODE_TARGETS_FILE: pickle.dumps(targets[k])}, must_finish=must_finish)
         return rc == 0
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(scored) or 1, workers or os.cpu_count() or 1))) as pool:
+    workers = max(1, min(len(scored), workers or os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         verdicts = dict(zip(scored, pool.map(run, scored)))
     return [None if s["given"] else verdicts[k] for k, s in enumerate(steps)]
 
@@ -1377,14 +1419,16 @@ def scicode_row(record, steps, verdicts):
     dependencies), so `python evaluate.py FILE --scicode-data DIR` re-grades it without the dataset."""
     subs = record["sub_steps"]
     if not len(steps) == len(verdicts) == len(subs):
-        raise ValueError(f"problem {record['id']}: {len(subs)} steps, got {len(steps)} steps and {len(verdicts)} verdicts")
+        raise ValueError(f"problem {record['id']}: {len(subs)} steps, got {len(steps)} steps and "
+                         f"{len(verdicts)} verdicts")
     out = []
     for sub, step, verdict in zip(subs, steps, verdicts):
         if str(step.get("step_number", sub["step_number"])) != sub["step_number"]:
             raise ValueError(f"step {step['step_number']} given where {sub['step_number']} was expected")
         given = scicode_is_given(sub)
         if given != (verdict is None):
-            raise ValueError(f"step {sub['step_number']}: verdict {verdict!r} for a {'given' if given else 'tested'} step")
+            kind = "given" if given else "tested"
+            raise ValueError(f"step {sub['step_number']}: verdict {verdict!r} for a {kind} step")
         out.append({"step_number": sub["step_number"], "prompt": None if given else step.get("prompt"),
                     "response": None if given else step.get("response"), "code": step["code"],
                     "correct": None if given else bool(verdict), "given": given, "test_cases": list(sub["test_cases"])})
