@@ -1374,6 +1374,8 @@ def grade_scicode(problem, codes, data_dir, timeout=SCICODE_TIMEOUT, memory_mb=S
     (each holds the code of all earlier steps), so up to `workers` (default: the CPU count) run at once; each
     program is single-threaded (the sandbox sets OMP_NUM_THREADS=1)."""
     steps = _scicode_steps(problem)
+    if codes is None and "steps" not in problem:
+        raise ValueError(f"problem {problem.get('id')}: a record has no saved code: pass codes (one per step)")
     codes = [s["code"] for s in problem["steps"]] if codes is None else list(codes)
     if len(codes) != len(steps) or not all(isinstance(c, str) for c in codes):
         raise ValueError(f"problem {problem.get('id')}: {len(steps)} steps need {len(steps)} code strings, "
