@@ -25,7 +25,42 @@ Public functions, in file order:
     pass_at_k(n, c, k)                          the unbiased pass@k estimator
     grade(record, response)                     one response against its record: code, last number or math
     plot_runs(run_dirs, out), plot_results(files, out)   training curves, accuracy per results file
-    summarize(path)                             a results file's accuracy and statistics (the CLI's rows)
+    summarize(path, scicode_data, scicode_timeout)  a results file's accuracy and statistics (the CLI's rows)
+  SciCode (its own section; one record per main problem, one prompt and one program per step):
+    check_scicode_data(data_dir, records)       one-line InputError unless --scicode-data has what is needed
+    scicode_is_given(step), scicode_given_code(step, data_dir, official)   the 3 given steps and their code
+    scicode_prompt(problem, k, previous_codes, with_background)   SciCode's exact user text for step k (0-based)
+    scicode_step_prompt(tokenizer, problem, k, previous_codes, with_background, prompt_format)   chat or raw
+    scicode_extract(response)                   the first fenced block, import lines removed
+    scicode_step_program(problem, k, codes)     step k's test program (dependencies, code of steps 0..k, tests)
+    grade_scicode(problem, codes, data_dir, timeout, ...)   [True/False per step, None for given steps]
+    scicode_row(record, steps, verdicts), scicode_scores(rows)   a results row; accuracy and subproblem_accuracy
+    scicode_helpers(targets), scipy_simps()     SciCode's test helpers and scipy's simps, for the sandbox
+
+SciCode (Tian et al. 2024; paper Table 3, with background): step k of a problem is prompted with the code of
+steps 0..k-1 in SciCode's multistep template; its code is the response's first fenced block; its program
+(dependencies + the code of steps 0..k + its test cases) runs in the sandbox with targets read from SciCode's
+test_data.h5 and passes on exit status 0. The official code (shivamag125/EM_PT eval/SciCode, a fork of
+scicode-bench/SciCode) has quirks that change the numbers; each, and what we do:
+  1. Given class steps lose their class: for 13.6 and 62.1 gencode.py keeps only the first `__init__` of the given
+     file (extract_function_name + ast.unparse), so Maxwell, Block and EnlargedBlock are missing from every later
+     prompt and test program, and 13.8-13.14, 62.2, 62.4-62.6 fail with a NameError unless the model redefines
+     the class (upstream SciCode too). Ours: the whole given file; scicode_given_code(official=True) reproduces it.
+  2. Steps never scored: the 3 given steps (13.6, 62.1, 76.3) have no tests and count in neither number, so the
+     test split is 65 main problems and 288 scored steps (EM_PT's test_generated_code.py, and the paper); a main
+     problem is correct when all its scored steps pass. Same here (scicode_scores). inspect_ai's variant divides by
+     291 and never credits problems 13, 62 and 76.
+  3. The official EM-INF path used another prompt and sampler than its baselines: the raw template text without
+     a chat template, at most 4096 new tokens, Qwen's top-k 20 / top-p 0.8 / repetition penalty 1.05 and T = 0.1
+     (min_entropy.py); greedy, T = 0.1 and adaptive temperature got a chat endpoint with the system message "You
+     are a helpful assistant." and no token cap. Ours: the same prompt and token cap for every mode
+     (scicode_step_prompt: chat by default; prompt_format="raw" is the official EM-INF prompt).
+  4. SciPy >= 1.14 has no scipy.integrate.simps, which problems 2 and 28 import, so their 4 steps fail at import
+     (EM_PT's eval/requirements_prime.txt pins scipy 1.14.1). Ours: a program that mentions simps gets it back
+     (scipy_simps: simpson, with simps's signature and its older `even` rules).
+  5. A pass upstream is exit status 0 alone, so code that exits 0 before the tests passes; ours also needs the
+     program to reach its last line (grade_scicode(must_finish=False) is upstream's rule). Per step: 300 s (EM_PT;
+     upstream SciCode 1800 s) and 8 GB of address space (upstream: no limit; SCICODE_MEMORY_MB says why).
 
 Deliberate differences from the graders people usually compare with: Qwen2.5-Math's `math_equal`
 (evaluation/grader.py of QwenLM/Qwen2.5-Math, the harness Qwen2.5-Math results are usually reported
@@ -48,15 +83,20 @@ with) and plain math-verify 0.9.0:
      involved (the same verdict, ~100x faster); answers over MAX_ANSWER_CHARS match only as identical text.
      Exact values are bounded before they are computed (2^{10^{10}} is left to math-verify and the watchdog).
 
-Usage (re-grade result files, one row per file):
+Usage (re-grade result files, one row per file; SciCode results also need SciCode's eval/data folder):
     python evaluate.py runs/greedy.jsonl runs/em_inf.jsonl
+    python evaluate.py results/scicode_em_inf.jsonl --scicode-data SciCode/eval/data
 """
 import argparse
+import ast
 import atexit
 import base64
+import concurrent.futures
 import contextlib
 import decimal
 import fractions
+import functools
+import inspect
 import io
 import json
 import math
@@ -71,7 +111,7 @@ import threading
 import time
 import zlib
 
-from sandbox import run_code
+from sandbox import run_code, run_program
 
 MATH_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."  # paper Sec. 4
 # ours, after LiveCodeBench's own generation prompt: complete program, one fenced block
@@ -110,6 +150,12 @@ BENCHMARKS = {
     # reading the files directly does not depend on the repository's loading script or config names.
     "livecodebench": dict(hub="livecodebench/code_generation_lite", files=["test.jsonl", "test2.jsonl"],
                           split="test", id="question_id", problem="question_content", answer=None),
+    # SciCode (the SciCode section below): the hub repository's files as read_from_hf_dataset loads them; one record
+    # per main problem, its steps in sub_steps
+    "scicode": dict(hub="SciCode1/SciCode", files=["problems_test.jsonl"], split="test", id="problem_id",
+                    problem="problem_name", answer=None, layout="scicode"),
+    "scicode_dev": dict(hub="SciCode1/SciCode", files=["problems_dev.jsonl"], split="validation", id="problem_id",
+                        problem="problem_name", answer=None, layout="scicode"),
 }
 # for local files: the first of these fields that a record has is used
 PROBLEM_FIELDS = ("problem", "question", "prompt", "question_content")
@@ -191,6 +237,8 @@ def _lcb_problem(row):
 
 def _to_record(spec, row, index):
     """One dataset row -> {id, problem, answer[, tests]} through a field map like BENCHMARKS[name]."""
+    if spec.get("layout") == "scicode":
+        return _scicode_record(row)
     rid = row.get(spec["id"]) if spec.get("id") else None
     rec = {"id": str(rid if rid is not None else index)}
     if spec["problem"] == "question_content":  # LiveCodeBench layout
@@ -289,6 +337,8 @@ def _load_local(path, limit, require_answer):
                          f'{{"problem": "What is 2 + 3?", "answer": "5"}}')
     if "question_content" in fields and "public_test_cases" in fields:  # a LiveCodeBench dump
         spec = dict(BENCHMARKS["livecodebench"])
+    elif "sub_steps" in fields:  # SciCode's layout (problems_test.jsonl and the like)
+        spec = dict(BENCHMARKS["scicode"])
     else:
         problem = next((f for f in PROBLEM_FIELDS if f in fields), None)
         answer = next((f for f in ANSWER_FIELDS if f in fields), None)
@@ -304,8 +354,10 @@ def _load_local(path, limit, require_answer):
 def load_problems(name_or_path, split=None, limit=None, require_answer=True):
     """Problems as [{"id": str, "problem": str, "answer": str(, "tests")}] from a benchmark name or a local file.
 
-    Named: math500, amc, aime, aime24, minerva, olympiadbench, livecodebench (hub, see BENCHMARKS);
-    otherwise a local .jsonl / .json / .parquet file. `split` only applies to hub datasets.
+    Named: math500, amc, aime, aime24, minerva, olympiadbench, livecodebench, scicode, scicode_dev (hub, see
+    BENCHMARKS); otherwise a local .jsonl / .json / .parquet file (SciCode's layout when it has sub_steps).
+    `split` only applies to hub datasets. SciCode records are one per main problem: {id, problem, answer "",
+    grading "scicode", sub_steps, required_dependencies} (the SciCode section).
     require_answer=False accepts a file of unlabeled prompts (EM-FT / EM-RL training data: only the
     problem text is used); its records get answer "".
     """
@@ -352,7 +404,11 @@ def plain_prompt(tokenizer, problem):
 
 def build_prompt(tokenizer, record):
     """The full prompt text for one record: the code prompt when it has tests, the plain prompt for grading
-    "last_number", the math prompt (paper Sec. 4) otherwise."""
+    "last_number", the math prompt (paper Sec. 4) otherwise. SciCode records have one prompt per step
+    (scicode_step_prompt), so they are refused here."""
+    if record.get("grading") == "scicode":
+        raise ValueError("a SciCode record has one prompt per step: "
+                         "evaluate.scicode_step_prompt(tokenizer, record, k, codes)")
     if record.get("tests"):
         return code_prompt(tokenizer, record["problem"])
     if record.get("grading") == "last_number":
@@ -776,12 +832,624 @@ def pass_at_k(n, c, k):
 
 
 def grade(record, response, timeout=None):
-    """Grade one response against a problem record (or a results-file record): code when it has tests."""
+    """Grade one response against a problem record (or a results-file record): code when it has tests.
+    SciCode problems are graded per step from their codes (grade_scicode), so they are refused here."""
+    if record.get("grading") == "scicode":
+        raise ValueError("a SciCode problem is graded per step: evaluate.grade_scicode(record, codes, data_dir)")
     if record.get("tests"):
         return run_code(extract_code(response), record["tests"], timeout=10.0 if timeout is None else timeout)
     if record.get("grading") == "last_number":
         return grade_last_number(response, record.get("answer", record.get("gold")))
     return grade_math(response, record.get("answer", record.get("gold")))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# SciCode (Tian et al. 2024; the paper's Table 3, "with background"): each main problem is a chain of steps, each
+# step one function. Step k is prompted with the code of steps 0..k-1, and graded by running all of that code plus
+# step k's test cases against targets stored in SciCode's test_data.h5. The protocol below is the official code's
+# (shivamag125/EM_PT eval/SciCode, a fork of scicode-bench/SciCode: eval/scripts/gencode.py for prompts,
+# src/scicode/gen/models.py for extraction, eval/scripts/test_generated_code.py for grading). Where it changes a
+# number, what we do instead (or also) is said at the line, and listed in the module docstring.
+
+# steps whose code SciCode gives (eval/data/{step}.txt): never generated, never tested (gencode.py's main loop)
+SCICODE_GIVEN_STEPS = ("13.6", "62.1", "76.3")
+SCICODE_SYSTEM_PROMPT = "You are a helpful assistant."  # the official baselines' system message (models.py)
+SCICODE_PROMPT_FORMATS = ("chat", "raw")  # chat: system + user turn (official baselines); raw: official EM-INF
+SCICODE_TIMEOUT = 300.0  # seconds per step (EM_PT test_generated_code.py; upstream SciCode: 1800)
+# RLIMIT_AS per step program (ours): numpy + scipy + sympy take ~0.3 GB of address space when imported; the 2 GB
+# of the code benchmarks would leave ~1.7 GB for a scientific step's arrays and their temporaries (3-D grids, dense
+# Hamiltonians, FFTs of large images), which SciCode's reference solutions can exceed. Upstream sets no limit;
+# 8 GB is what a third-party SciCode harness allows, and it still stops a runaway allocation before it takes the host.
+SCICODE_MEMORY_MB = 8192
+SCICODE_TARGETS_FILE = "scicode_targets.pkl"  # the step's targets, beside its program in the sandbox folder
+SCICODE_H5 = "test_data.h5"
+_SCICODE_DRIVE = "https://drive.google.com/drive/folders/1W5GZW6_bdiDAiipuFMqdUhvUaHIj6-pR"  # SciCode README
+_SCICODE_REPO_DATA = "https://github.com/scicode-bench/SciCode/tree/main/eval/data"
+
+# eval/data/multistep_template.txt (gencode.py's BACKGOUND_PROMPT_TEMPLATE, used with --with-background, the
+# paper's setting), exactly, without a final newline
+SCICODE_TEMPLATE = """PROBLEM DESCRIPTION:
+You will be provided with problem steps along with background knowledge necessary for solving the problem. Your task will be to develop a Python solution focused on the next step of the problem-solving process.
+
+PROBLEM STEPS AND FUNCTION CODE:
+Here, you'll find the Python code for the initial steps of the problem-solving process. This code is integral to building the solution.
+
+{problem_steps_str}
+
+NEXT STEP - PROBLEM STEP AND FUNCTION HEADER:
+This part will describe the next step in the problem-solving process. A function header will be provided, and your task is to develop the Python code for this next step based on the provided description and function header.
+
+{next_step_str}
+
+DEPENDENCIES:
+Use only the following dependencies in your solution. Do not include these dependencies at the beginning of your code.
+
+{dependencies}
+
+RESPONSE GUIDELINES:
+Now, based on the instructions and information provided above, write the complete and executable Python program for the next step in a single block.
+Your response should focus exclusively on implementing the solution for the next step, adhering closely to the specified function header and the context provided by the initial steps.
+Your response should NOT include the dependencies and functions of all previous steps. If your next step function calls functions from previous steps, please make sure it uses the headers provided without modification.
+DO NOT generate EXAMPLE USAGE OR TEST CODE in your response. Please make sure your response python code in format of ```python```."""
+
+# eval/data/background_comment_template.txt (gencode.py's DEFAULT_PROMPT_TEMPLATE: no step background given, the
+# model writes its own), exactly, with its final newline
+SCICODE_TEMPLATE_NO_BACKGROUND = """PROBLEM DESCRIPTION:
+You will be provided with the main description of the problem, previous steps, and the next step. Your task will be to generate the disciplinary knowledge necessary for solving the next step and then develop a Python solution focused on this step.
+
+PREVIOUS STEPS DESCRIPTION:
+{problem_steps_str}
+
+NEXT STEP - PROBLEM DESCRIPTION AND FUNCTION HEADER:
+This part will describe the next step in the problem-solving process. First, provide the necessary scientific background knowledge as a comment at the beginning of your response, starting with 'Background: '. Then, a function header will be provided, and your task is to develop the Python code for this next step based on the provided description and function header.
+
+{next_step_str}
+
+DEPENDENCIES:
+Use only the following dependencies in your solution. Do not include these dependencies at the beginning of your code.
+{dependencies}
+
+RESPONSE GUIDELINES:
+1. Start with the scientific background required for the next step, formatted as a comment.
+2. Then write the complete and executable Python program for the next step in a single block.
+3. Your response should focus exclusively on implementing the solution for the next step, adhering closely to the specified function header and the context provided by the initial steps.
+4. DO NOT include previous function code, example usage or test code in your response.
+5. Ensure your response is in the format of ```python``` and includes the necessary background as a comment at the top.
+
+Example:
+```python
+# Background: [Here, insert the necessary scientific knowledge required for the next step.]
+
+[Insert the Python code here based on the provided function header and dependencies.]
+```
+"""
+
+
+def _scicode_record(row):
+    """One SciCode main problem (hub problems_test.jsonl / problems_dev.jsonl layout) -> our record:
+    {id: problem_id, problem: problem_name, answer: "", grading: "scicode", sub_steps, required_dependencies}.
+    The steps are kept as SciCode has them (step_number, step_description_prompt, step_background, function_header,
+    return_line, test_cases, ...); a field SciCode always has that is missing is a ValueError (one line upstream)."""
+    steps = row["sub_steps"]
+    if not isinstance(steps, list) or not steps:
+        raise ValueError("sub_steps must be a non-empty list of steps")
+    deps = row.get("required_dependencies") or ""
+    if not isinstance(deps, str):
+        raise ValueError("required_dependencies must be a string (the import lines)")
+    out = []
+    for j, step in enumerate(steps):
+        if not isinstance(step, dict):
+            raise ValueError(f"sub_steps[{j}] is a {type(step).__name__}, not an object")
+        missing = [f for f in ("step_number", "step_description_prompt", "function_header") if not step.get(f)]
+        if missing:
+            raise ValueError(f"sub_steps[{j}] has no {', '.join(missing)}")
+        tests = step.get("test_cases") or []
+        if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
+            raise ValueError(f"sub_steps[{j}].test_cases must be a list of strings")
+        # the hub's JSON loader fills a field absent from a row with null; SciCode's own empty background is ""
+        out.append({**step, "step_number": str(step["step_number"]), "test_cases": tests,
+                    "step_background": step.get("step_background") or "", "return_line": step.get("return_line") or ""})
+    if len({s["step_number"] for s in out}) < len(out):
+        raise ValueError("two sub_steps have the same step_number")
+    pid = str(row["problem_id"])
+    return {"id": pid, "problem": str(row.get("problem_name") or pid), "answer": "", "grading": "scicode",
+            "sub_steps": out, "required_dependencies": deps}
+
+
+def scicode_is_given(step):
+    """True for the three steps whose code SciCode gives (13.6, 62.1, 76.3): never generated, never tested."""
+    return str(step["step_number"]) in SCICODE_GIVEN_STEPS
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError:
+        raise InputError("SciCode grading needs h5py (and numpy, scipy, sympy for the problems' code): "
+                         "pip install -r requirements-scicode.txt") from None
+    return h5py
+
+
+def check_scicode_data(data_dir, records=None):
+    """Raise InputError (one line) unless `data_dir` (--scicode-data) holds what SciCode needs; call it before a model
+    loads. Always test_data.h5 (the targets, read with h5py); with `records`, also the given-step code files
+    ({step}.txt) those problems use, and a test1 group in the h5 for each of their tested steps (so a wrong or
+    truncated h5 is named now, not after hours of decoding). records=None: re-grading a results file, whose rows
+    carry the given code they used."""
+    if not data_dir:
+        raise InputError(f"SciCode needs --scicode-data DIR: SciCode's eval/data folder, with {SCICODE_H5} (download "
+                         f"it from the Google Drive folder in SciCode's README, {_SCICODE_DRIVE}) and "
+                         f"{', '.join(s + '.txt' for s in SCICODE_GIVEN_STEPS)} ({_SCICODE_REPO_DATA})")
+    if not os.path.isdir(data_dir):
+        raise InputError(f"--scicode-data {data_dir}: no such folder (it is SciCode's eval/data: {SCICODE_H5} from "
+                         f"the Google Drive folder in SciCode's README, {_SCICODE_DRIVE}, and the given-step code "
+                         f"{', '.join(s + '.txt' for s in SCICODE_GIVEN_STEPS)} from {_SCICODE_REPO_DATA})")
+    h5py = _h5py()
+    given = sorted({s["step_number"] for r in records or [] for s in r["sub_steps"] if scicode_is_given(s)})
+    lacking = [f"{n}.txt" for n in given if not os.path.isfile(os.path.join(data_dir, f"{n}.txt"))]
+    h5 = os.path.join(data_dir, SCICODE_H5)
+    where = []
+    if not os.path.isfile(h5):
+        where.append(f"{SCICODE_H5} (SciCode's ~1 GB test targets: a manual download from the Google Drive folder "
+                     f"in SciCode's README, {_SCICODE_DRIVE})")
+    if lacking:
+        where.append(f"{', '.join(lacking)} (the code of SciCode's given steps: its repository's eval/data folder, "
+                     f"{_SCICODE_REPO_DATA})")
+    if where:
+        raise InputError(f"--scicode-data {data_dir}: missing {' and '.join(where)}")
+    try:
+        with h5py.File(h5, "r") as f:
+            for r in records or []:
+                for s in r["sub_steps"]:
+                    if not scicode_is_given(s) and s["test_cases"] and f"{s['step_number']}/test1" not in f:
+                        raise InputError(f"{h5}: no targets for step {s['step_number']} (group "
+                                         f"{s['step_number']}/test1): is it SciCode's test_data.h5, for these "
+                                         f"problems?")
+    except OSError as e:
+        why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise InputError(f"{h5}: not a readable HDF5 file ({why}): download it again") from None
+
+
+def _scicode_function_name(header):
+    """SciCode's extract_function_name (parse.py): the first `def name(`, else the first `class name(` of a header.
+    The def comes first, so for a class header (`class Maxwell:\\n    def __init__(...)`) it is `__init__`."""
+    m = re.search(r"\bdef\s+(\w+)\s*\(", header) or re.search(r"\bclass\s+(\w+)\s*\(", header)
+    if m is None:
+        raise ValueError(f"no function or class name in the header {header[:60]!r}")
+    return m.group(1)
+
+
+def scicode_given_code(step, data_dir, official=False):
+    """The code of a given step (SCICODE_GIVEN_STEPS): `{data_dir}/{step_number}.txt`.
+
+    official=False (ours, the default): the whole file, so the class of 13.6 (Maxwell) and 62.1 (Block,
+    EnlargedBlock) is intact in later steps' prompts and test programs.
+    official=True: what gencode.py puts there, ast.unparse of the first def/class (ast.walk order) named by the
+    step's header (_scicode_function_name). For a class step that is the first method `__init__` alone, so the class
+    itself is missing from every later prompt and test program, and 13.8-13.14, 62.2, 62.4-62.6 fail with a
+    NameError unless the model redefines it (upstream SciCode has the same bug)."""
+    path = os.path.join(data_dir, f"{step['step_number']}.txt")
+    try:
+        with open(path, encoding="utf-8") as f:
+            code = f.read()
+    except OSError:
+        raise InputError(f"{path}: missing: the code of SciCode's given step {step['step_number']} is in SciCode's "
+                         f"repository, eval/data ({_SCICODE_REPO_DATA})") from None
+    if not official:
+        return code
+    name = _scicode_function_name(step["function_header"])
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code  # get_function_from_code returns the whole text when it does not parse
+    node = next((n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name), None)
+    if node is None:
+        raise InputError(f"{path}: no def or class {name} (from the step's function header)")
+    return ast.unparse(node)
+
+
+def scicode_prompt(problem, k, previous_codes, with_background=True):
+    """The exact user text SciCode's gencode.py sends for step k (0-based) of a problem record.
+
+    previous_codes: the code of steps 0..k-1 (the extracted code of generated steps, scicode_given_code for given
+    ones); a longer list is cut at k. gencode.py's process_problem_steps / generate_prompt_with_steps:
+        desc(i)           = step_description_prompt + "\\n" + step_background   (without background: the prompt alone)
+        problem_steps_str = "\\n\\n".join([desc(0), code(0), "------", ..., desc(k-1), code(k-1)])  ("" for k = 0)
+        next_step_str     = desc(k) + "\\n\\n" + function_header + "\\n\\n" + return_line
+        {dependencies}    = required_dependencies, verbatim
+    in SCICODE_TEMPLATE (with background: the paper's setting) or SCICODE_TEMPLATE_NO_BACKGROUND. The problem's
+    main description, I/O and main background never appear (as upstream)."""
+    steps = problem["sub_steps"]
+    if not 0 <= k < len(steps):
+        raise ValueError(f"step {k} out of range: problem {problem['id']} has {len(steps)} steps")
+    if scicode_is_given(steps[k]):
+        raise ValueError(f"step {steps[k]['step_number']} is given (scicode_given_code), not generated")
+    if len(previous_codes) < k or not all(isinstance(c, str) for c in previous_codes[:k]):
+        raise ValueError(f"step {k} needs the code (str) of the {k} steps before it, got {len(previous_codes)}")
+
+    def desc(step):
+        text = step["step_description_prompt"]
+        return text + "\n" + step["step_background"] if with_background else text
+
+    parts = []
+    for step, code in zip(steps[:k], previous_codes[:k]):
+        parts += [desc(step), code, "------"]
+    step = steps[k]
+    template = SCICODE_TEMPLATE if with_background else SCICODE_TEMPLATE_NO_BACKGROUND
+    # str.format substitutes once: braces inside the steps' text or code are not read as fields
+    return template.format(problem_steps_str="\n\n".join(parts[:-1]),  # the last "------" is dropped
+                           next_step_str=desc(step) + "\n\n" + step["function_header"] + "\n\n" + step["return_line"],
+                           dependencies=problem["required_dependencies"])
+
+
+def scicode_step_prompt(tokenizer, problem, k, previous_codes, with_background=True, prompt_format="chat"):
+    """The full prompt text of step k for a tokenizer: scicode_prompt's text in the chat template with the system
+    message "You are a helpful assistant." (prompt_format="chat", the default), or the raw template text with no
+    chat template (prompt_format="raw").
+
+    The official code gave EM-INF and its baselines different prompts and token caps: greedy, T=0.1 and adaptive
+    temperature went through a vLLM chat endpoint (system message + chat template, the server's token cap), while
+    EM-INF (min_entropy.py) tokenized the raw template text with no chat template and capped it at 4096 new tokens.
+    Here every mode gets the same prompt and the same --max-new-tokens, so a difference between modes is the
+    decoding's alone; prompt_format="raw" reproduces the official EM-INF prompt (for any mode)."""
+    text = scicode_prompt(problem, k, previous_codes, with_background)
+    if prompt_format == "raw":
+        return text
+    if prompt_format != "chat":
+        raise ValueError(f"prompt_format must be one of {', '.join(SCICODE_PROMPT_FORMATS)}, got {prompt_format!r}")
+    return _chat(tokenizer, SCICODE_SYSTEM_PROMPT, text)
+
+
+# an import line anywhere, indented ones (inside functions) included: the import-stripping of extract_python_script
+_SCICODE_IMPORT = re.compile(r"^\s*(import .*|from .*\s+import\s+.*)", flags=re.MULTILINE)
+
+
+def scicode_extract(response):
+    """SciCode's code extraction (EM_PT's src/scicode/gen/models.py extract_python_script), then its import removal.
+
+    The block is the text after the FIRST "```python" up to the next "```"; without "```python", the text between
+    the first two "```" (a language tag such as "py" stays in it, as upstream); with no fence at all, the text
+    from the first `def name(...):` line on; else the whole response. Then every import line is deleted, indented
+    ones too: the dependencies are prepended at grading, and an alias imported inside a function is lost (as upstream).
+    Not extract_code, which takes the LAST block (LiveCodeBench's rule)."""
+    response = response or ""
+    if "```python" in response:
+        block = response.partition("```python")[2].partition("```")[0]
+    elif "```" in response:
+        block = response.partition("```")[2].partition("```")[0]
+    else:
+        # extract_function_regex: (def\s+\w+\(.*?\):(?:\n\s+.*)+) under re.DOTALL matches from the first such def
+        # to the end of the stripped text
+        text = response.strip()
+        m = re.search(r"def\s+\w+\(.*?\):\n\s", text, flags=re.DOTALL)
+        block = text[m.start():] if m else response
+    return _SCICODE_IMPORT.sub("", block)
+
+
+def _scicode_steps(problem):
+    """[{step_number, test_cases, given}] of a problem record (sub_steps) or of a results row (steps)."""
+    if "sub_steps" in problem:
+        return [{"step_number": s["step_number"], "test_cases": s["test_cases"], "given": scicode_is_given(s)}
+                for s in problem["sub_steps"]]
+    return [{"step_number": str(s["step_number"]), "test_cases": s["test_cases"], "given": bool(s["given"])}
+            for s in problem["steps"]]
+
+
+def scicode_step_program(problem, k, codes):
+    """The test program of step k, as test_generated_code.py writes it: gencode.py's step file
+    (dependencies + "\\n" + the code of steps 0..k-1 joined by "\\n" + "\\n\\n" + step k's code), then the targets
+    (process_hdf5_to_tuple, SciCode's helper, from our shim) and each test case after `target = targets[i]`."""
+    step = _scicode_steps(problem)[k]
+    program = problem["required_dependencies"] + "\n" + "\n".join(codes[:k]) + "\n" + "\n" + codes[k]
+    program += "\n\nfrom scicode.parse.parse import process_hdf5_to_tuple\n\n"
+    program += f"targets = process_hdf5_to_tuple('{step['step_number']}', {len(step['test_cases'])})\n"
+    for i, case in enumerate(step["test_cases"]):
+        program += f"target = targets[{i}]\n\n" + "".join(line + "\n" for line in case.split("\n"))
+    return program
+
+
+def scicode_helpers(targets):
+    """The helpers SciCode's test cases import, re-implemented with SciCode's semantics (src/scicode/compare/cmp.py,
+    src/scicode/parse/parse.py): {module name: {name: function}}. It runs inside the sandbox as part of every step
+    program's header (its source is copied there), so it imports only numpy up front; sympy and scipy.sparse are
+    looked up in sys.modules, since an object of their classes cannot exist unless they were imported.
+
+    targets: {"step": step number, "targets": [value of test 1, ...], "error": None or why they could not be read},
+    read from the h5 by the grader (_scicode_targets); process_hdf5_to_tuple returns them, or raises the error."""
+    import sys
+
+    import numpy as np
+
+    def classes(module, *names):  # the classes, or () while their module is not imported (isinstance(x, ()) is False)
+        m = sys.modules.get(module)
+        return tuple(getattr(m, n) for n in names) if m else ()
+
+    def process_hdf5_to_tuple(step_id, test_num, h5py_file=None):
+        if targets["error"]:
+            raise KeyError(targets["error"])
+        if str(step_id) != targets["step"] or test_num > len(targets["targets"]):
+            raise KeyError(f"no {test_num} targets for step {step_id} in this program")
+        return list(targets["targets"][:test_num])
+
+    def process_symbol_in_dict(d):
+        # sympy Symbols become their names, in values and in keys (a renamed key keeps its original value)
+        symbol, out = classes("sympy", "Symbol"), {}
+        for key, value in d.items():
+            out[key] = str(value) if isinstance(value, symbol) else value
+            if isinstance(key, symbol):
+                out[str(key)] = d[key]
+                del out[key]
+        return out
+
+    def are_dicts_close(dict1, dict2, atol=1e-8, rtol=1e-5):
+        dict1, dict2 = process_symbol_in_dict(dict1), process_symbol_in_dict(dict2)
+        if dict1.keys() != dict2.keys():
+            return False
+        sparse = classes("scipy.sparse", "csr_matrix", "csc_matrix", "bsr_matrix", "coo_matrix")
+        for key, value1 in dict1.items():
+            value2 = dict2[key]
+            if isinstance(value1, (str,) + classes("sympy", "Symbol")):
+                close = value1 == value2
+            elif isinstance(value1, sparse):
+                close = np.allclose(value1.toarray(), value2.toarray(), atol=atol, rtol=rtol)
+            else:
+                try:
+                    close = np.allclose(value1, value2, atol=atol, rtol=rtol)
+                except ValueError:  # shapes that do not broadcast, ...: plain equality (only ValueError, as upstream)
+                    close = value1 == value2
+            if not close:
+                return False
+        return True
+
+    def are_csc_matrix_close(matrix1, matrix2):
+        return np.allclose(matrix1.toarray(), matrix2.toarray())
+
+    def cmp_tuple_or_list(var1, var2):
+        if len(var1) != len(var2):
+            return False
+        for v1, v2 in zip(var1, var2):  # the type of the FIRST argument (the model's value) picks the comparison
+            if isinstance(v1, dict):
+                close = are_dicts_close(v1, v2)
+            elif isinstance(v1, classes("scipy.sparse", "csr_matrix", "csc_matrix")):  # coo/bsr: np.allclose below
+                close = are_csc_matrix_close(v1, v2)
+            elif isinstance(v1, bool):
+                close = v1 == v2
+            else:
+                try:
+                    close = np.allclose(v1, v2)
+                except ValueError:
+                    close = v1 == v2
+            if not close:
+                return False
+        return True
+
+    return {"scicode.parse.parse": {"process_hdf5_to_tuple": process_hdf5_to_tuple},
+            "scicode.compare.cmp": {"are_dicts_close": are_dicts_close, "cmp_tuple_or_list": cmp_tuple_or_list,
+                                    "process_symbol_in_dict": process_symbol_in_dict,
+                                    "are_csc_matrix_close": are_csc_matrix_close}}
+
+
+def scipy_simps():
+    """Give scipy.integrate back `simps`, which SciPy 1.14 removed and SciCode's problems 2 and 28 import
+    (`from scipy.integrate import simps` in their dependencies, so all 4 of their steps fail at import without it).
+    It runs inside the sandbox, in the header of a step program that mentions simps; a SciPy that has simps keeps it.
+    simps(y, x=None, dx=1.0, axis=-1, even=None) had simpson's signature: even=None (or "simpson") is simpson's own
+    rule since SciPy 1.11; "first", "last" and "avg" (SciPy < 1.11's default) are the older rules for an even
+    number of samples: Simpson on N-1 of them plus the trapezoid on the interval left over (the last, the first,
+    or the mean of both)."""
+    import numpy as np
+    import scipy.integrate as integrate
+
+    if hasattr(integrate, "simps"):
+        return
+
+    def simps(y, x=None, dx=1.0, axis=-1, even=None):
+        if even not in (None, "simpson", "avg", "first", "last"):
+            raise ValueError("Parameter 'even' must be 'simpson', 'avg', 'last', or 'first'.")
+        y = np.asarray(y)
+        n = y.shape[axis]
+        if even in (None, "simpson") or n % 2 == 1:
+            return integrate.simpson(y, x=x, dx=dx, axis=axis)
+
+        def piece(lo, hi, rule):  # the rule on samples lo..hi-1 along axis (x: 1-D, or the shape of y)
+            xs = None if x is None else np.take(np.asarray(x), range(lo, hi), axis=axis if np.ndim(x) > 1 else 0)
+            return rule(np.take(y, range(lo, hi), axis=axis), x=xs, dx=dx, axis=axis)
+
+        first = piece(0, n - 1, integrate.simpson) + piece(n - 2, n, integrate.trapezoid)
+        last = piece(0, 2, integrate.trapezoid) + piece(1, n, integrate.simpson)
+        return {"first": first, "last": last, "avg": (first + last) / 2}[even]
+
+    integrate.simps = simps
+
+
+def _scicode_install(helpers, targets_file, simps):
+    """The first lines of every step program (run_program's header: in the sandbox, before the program and before
+    the guard that disables os.remove): load this step's targets and delete their file (the program cannot read
+    them from disk), register the helpers as the modules scicode.parse.parse and scicode.compare.cmp (and their
+    parent packages) in sys.modules, and install the simps shim when the program needs it."""
+    import os
+    import pickle
+    import sys
+    import types
+
+    with open(targets_file, "rb") as f:
+        targets = pickle.load(f)
+    os.remove(targets_file)
+    for name, functions in helpers(targets).items():
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):
+            module = sys.modules.setdefault(".".join(parts[:depth]), types.ModuleType(".".join(parts[:depth])))
+            if depth > 1:  # `import scicode.compare.cmp` then `scicode.compare.cmp.f` needs the attributes
+                setattr(sys.modules[".".join(parts[:depth - 1])], parts[depth - 1], module)
+        vars(module).update(functions)
+    if simps is not None:
+        simps()
+
+
+@functools.lru_cache(maxsize=2)
+def _scicode_header(with_simps):
+    """The header source: our functions' own source, then one call; `del` leaves the program's globals empty."""
+    parts = [inspect.getsource(scicode_helpers), inspect.getsource(_scicode_install)]
+    if with_simps:
+        parts.append(inspect.getsource(scipy_simps))
+    call = f"_scicode_install(scicode_helpers, {SCICODE_TARGETS_FILE!r}, {'scipy_simps' if with_simps else 'None'})\n"
+    names = "scicode_helpers, _scicode_install" + (", scipy_simps" if with_simps else "")
+    return "\n".join(parts) + "\n" + call + f"del {names}\n"
+
+
+def _h5_sparse(group):
+    """SciCode's process_hdf5_sparse_matrix: coo (row, col), bsr (blocksize) or csr."""
+    import scipy.sparse
+
+    data, shape = group["data"][()], tuple(group["shape"][()])
+    if "row" in group and "col" in group:
+        return scipy.sparse.coo_matrix((data, (group["row"][()], group["col"][()])), shape=shape)
+    if "blocksize" in group:
+        return scipy.sparse.bsr_matrix((data, group["indices"][()], group["indptr"][()]), shape=shape,
+                                       blocksize=tuple(group["blocksize"][()]))
+    return scipy.sparse.csr_matrix((data, group["indices"][()], group["indptr"][()]), shape=shape)
+
+
+def _h5_value(h5py, node):
+    """One variable of a test (SciCode's process_hdf5_to_tuple / process_hdf5_datagroup): a dataset is its value,
+    bytes decoded; a group is decided by its FIRST key in h5py's (name) order: "list" -> the list of its members'
+    raw values, "sparse_matrix" -> the matrix, anything else -> a dict whose keys become floats where they parse
+    (a bytes value keeps its key and is decoded; a subgroup is a sparse matrix)."""
+    if not isinstance(node, h5py.Group):
+        value = node[()]
+        return value.decode("utf-8", errors="strict") if isinstance(value, bytes) else value
+    keys = list(node.keys())
+    if not keys:
+        return None
+    if keys[0] == "list":
+        return [member[()] for member in node["list"].values()]
+    if keys[0] == "sparse_matrix":
+        return _h5_sparse(node["sparse_matrix"])
+    out = {}
+    for key, obj in node.items():
+        if isinstance(obj, h5py.Group):
+            out[key] = _h5_sparse(obj["sparse_matrix"])
+            continue
+        value = obj[()]
+        if isinstance(value, bytes):
+            out[key] = value.decode("utf-8", errors="strict")
+            continue
+        try:
+            out[float(key)] = value
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _scicode_targets(h5py, f, step_number, n_tests):
+    """{"step", "targets", "error"} of one step from the open h5: test j's group "{step}/test{j}" (j = 1..n) holds
+    one variable (-> its value) or several (-> a tuple, in h5py's name order: var1, var10, var2). What upstream
+    could not read either (a missing group, a list member that is a group, bad UTF-8) becomes the error that
+    process_hdf5_to_tuple raises inside the program, so that step fails, as its test file does upstream."""
+    values = []
+    try:
+        for j in range(1, n_tests + 1):
+            name = f"{step_number}/test{j}"
+            if not isinstance(f.get(name), h5py.Group):
+                raise KeyError(f"no group {name}")
+            group = f[name]
+            tests = [_h5_value(h5py, group[key]) for key in group.keys()]
+            values.append(tests[0] if len(tests) == 1 else tuple(tests))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        return {"step": step_number, "targets": None, "error": f"{SCICODE_H5}: {type(e).__name__}: {e}"}
+    return {"step": step_number, "targets": values, "error": None}
+
+
+def grade_scicode(problem, codes, data_dir, timeout=SCICODE_TIMEOUT, memory_mb=SCICODE_MEMORY_MB, must_finish=True,
+                  workers=None):
+    """Run each tested step of one problem in the sandbox -> [True / False per step, None for given steps].
+
+    problem: a record (sub_steps) or a results row (steps, as scicode_row writes it); codes: one code string per
+    step, given steps included (what their prompts showed); codes=None takes a row's saved codes. Step k's program
+    is scicode_step_program(problem, k, codes); its targets are read here from {data_dir}/test_data.h5 with h5py
+    and handed to the program as a file (the sandbox never needs the 1 GB h5). Pass = exit code 0 within `timeout`
+    seconds (SciCode's rule: any test's failed assert or exception fails the step), with memory_mb of address space.
+    must_finish=True (ours): the program must also run to its last line, so code that calls sys.exit(0) before
+    the tests fails; must_finish=False is upstream's plain exit-status check. Steps are independent programs
+    (each holds the code of all earlier steps), so up to `workers` (default: the CPU count) run at once; each
+    program is single-threaded (the sandbox sets OMP_NUM_THREADS=1)."""
+    steps = _scicode_steps(problem)
+    if codes is None and "steps" not in problem:
+        raise ValueError(f"problem {problem.get('id')}: a record has no saved code: pass codes (one per step)")
+    codes = [s["code"] for s in problem["steps"]] if codes is None else list(codes)
+    if len(codes) != len(steps) or not all(isinstance(c, str) for c in codes):
+        raise ValueError(f"problem {problem.get('id')}: {len(steps)} steps need {len(steps)} code strings, "
+                         f"got {len(codes)}")
+    h5py = _h5py()
+    scored = [k for k, s in enumerate(steps) if not s["given"]]
+    path = os.path.join(data_dir, SCICODE_H5)
+    try:
+        with h5py.File(path, "r") as f:  # read here, in one thread: h5py serialises access anyway
+            targets = {k: _scicode_targets(h5py, f, steps[k]["step_number"], len(steps[k]["test_cases"]))
+                       for k in scored}
+    except OSError as e:
+        raise InputError(f"{path}: cannot read it ({str(e).splitlines()[0][:120]})") from None
+
+    def run(k):
+        program = scicode_step_program(problem, k, codes)
+        rc, _ = run_program(program, timeout=timeout, memory_mb=memory_mb, header=_scicode_header("simps" in program),
+                            files={SCICODE_TARGETS_FILE: pickle.dumps(targets[k])}, must_finish=must_finish)
+        return rc == 0
+
+    workers = max(1, min(len(scored), workers or os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        verdicts = dict(zip(scored, pool.map(run, scored)))
+    return [None if s["given"] else verdicts[k] for k, s in enumerate(steps)]
+
+
+def _scicode_counts(verdicts):
+    """(main problem correct, steps passed, steps scored) of one problem's verdicts; given steps (None) excluded.
+    A problem is correct when every scored step passed (test_generated_code.py: correct_prob == tot_prob, where
+    only generated, tested steps are counted); a problem with no scored step is not correct."""
+    scored = [v for v in verdicts if v is not None]
+    return bool(scored) and all(scored), sum(map(bool, scored)), len(scored)
+
+
+def scicode_row(record, steps, verdicts):
+    """The SciCode fields of a results row (one row per main problem):
+        id, problem, grading "scicode", required_dependencies,
+        steps: [{step_number, prompt, response, code, correct, given, test_cases}] in step order (given steps:
+               prompt/response None, code = the given code used, correct None: never scored),
+        correct (every scored step passed), sub_correct, sub_total (scored steps).
+    steps: one {prompt, response, code} per step of the record (step_number optional; checked when present);
+    verdicts: grade_scicode's list. The row holds what re-grading needs (codes, test cases, step numbers,
+    dependencies), so `python evaluate.py FILE --scicode-data DIR` re-grades it without the dataset."""
+    subs = record["sub_steps"]
+    if not len(steps) == len(verdicts) == len(subs):
+        raise ValueError(f"problem {record['id']}: {len(subs)} steps, got {len(steps)} steps and "
+                         f"{len(verdicts)} verdicts")
+    out = []
+    for sub, step, verdict in zip(subs, steps, verdicts):
+        if str(step.get("step_number", sub["step_number"])) != sub["step_number"]:
+            raise ValueError(f"step {step['step_number']} given where {sub['step_number']} was expected")
+        given = scicode_is_given(sub)
+        if given != (verdict is None):
+            kind = "given" if given else "tested"
+            raise ValueError(f"step {sub['step_number']}: verdict {verdict!r} for a {kind} step")
+        out.append({"step_number": sub["step_number"], "prompt": None if given else step.get("prompt"),
+                    "response": None if given else step.get("response"), "code": step["code"],
+                    "correct": None if given else bool(verdict), "given": given, "test_cases": list(sub["test_cases"])})
+    correct, sub_correct, sub_total = _scicode_counts(verdicts)
+    return {"id": record["id"], "problem": record["problem"], "grading": "scicode",
+            "required_dependencies": record["required_dependencies"], "steps": out, "correct": correct,
+            "sub_correct": sub_correct, "sub_total": sub_total}
+
+
+def scicode_scores(rows):
+    """SciCode's two numbers over rows (scicode_row's fields correct / sub_correct / sub_total):
+    accuracy = main problems whose every scored step passed / problems, subproblem_accuracy = steps passed / steps
+    scored; given steps count in neither. On the whole test split that is x/65 and y/288, the denominators of
+    EM_PT's test_generated_code.py and of the paper (inspect_ai's variant uses 291 steps and never credits
+    problems 13, 62, 76)."""
+    n, sub_total = len(rows), sum(r["sub_total"] for r in rows)
+    correct, sub_correct = sum(bool(r["correct"]) for r in rows), sum(r["sub_correct"] for r in rows)
+    return {"problems": n, "correct": correct, "accuracy": correct / n if n else None, "sub_correct": sub_correct,
+            "sub_total": sub_total, "subproblem_accuracy": sub_correct / sub_total if sub_total else None}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -930,6 +1598,13 @@ def _read_results(path, skipped):
                 continue
             if isinstance(rec, dict) and set(rec) == {"config"}:
                 continue  # the first line: the arguments of the run that wrote the file
+            if isinstance(rec, dict) and rec.get("grading") == "scicode":  # one main problem (scicode_row)
+                why = _scicode_row_problem(rec)
+                if why:
+                    skipped.append((lineno, why))
+                else:
+                    yield lineno, rec
+                continue
             if not isinstance(rec, dict) or not ("response" in rec or "responses" in rec) \
                     or not ("gold" in rec or "answer" in rec or rec.get("tests")):
                 fields = ", ".join(rec) if isinstance(rec, dict) else type(rec).__name__
@@ -938,10 +1613,57 @@ def _read_results(path, skipped):
             yield lineno, rec
 
 
-def summarize(path):
-    """Re-grade one results file -> dict of the table's columns (None: not recorded) and the skipped lines."""
-    correct, flips, tokens, entropy, samples, skipped = [], 0, [], [], [], []
-    for lineno, rec in _read_results(path, skipped):
+def _scicode_row_problem(rec):
+    """Why a SciCode results row cannot be re-graded from what it carries, or None."""
+    steps = rec.get("steps")
+    if not isinstance(rec.get("required_dependencies"), str) or not isinstance(steps, list) or not steps:
+        return "a SciCode row needs required_dependencies and steps (scicode_row's fields)"
+    for s in steps:
+        if not (isinstance(s, dict) and s.get("step_number") and isinstance(s.get("code"), str)
+                and isinstance(s.get("test_cases"), list) and isinstance(s.get("given"), bool)):
+            return "a SciCode row's steps each need step_number, code, test_cases and given"
+    return None
+
+
+def _summarize_scicode(path, recs, skipped, scicode_data, timeout):
+    """summarize() of a SciCode results file: every row re-graded from its saved code (grade_scicode)."""
+    if not scicode_data:
+        raise InputError(f"{path}: SciCode results are re-graded by running their code on SciCode's targets: pass "
+                         f"--scicode-data DIR (SciCode's eval/data folder, with {SCICODE_H5})")
+    regraded, flips, tokens, entropy = [], 0, [], []
+    for lineno, rec in recs:
+        if rec.get("grading") != "scicode":
+            skipped.append((lineno, "not a SciCode row in a file of SciCode rows"))
+            continue
+        verdicts = grade_scicode(rec, None, scicode_data, timeout=timeout)
+        # a flip: a scored step whose stored verdict differs from the re-grade
+        flips += sum(s.get("correct") != v for s, v in zip(rec["steps"], verdicts) if v is not None)
+        correct, sub_correct, sub_total = _scicode_counts(verdicts)
+        regraded.append({"correct": correct, "sub_correct": sub_correct, "sub_total": sub_total})
+        if isinstance(rec.get("tokens"), (int, float)):
+            tokens.append(rec["tokens"])
+        if isinstance(rec.get("entropy"), (int, float)):
+            entropy.append(rec["entropy"])
+    scores = scicode_scores(regraded)
+    return {"file": path, "n": len(regraded), "accuracy": scores["accuracy"], "pass@1": None, "pass@k": None,
+            "k": None, "tokens": sum(tokens) / len(tokens) if tokens else None,
+            "entropy": sum(entropy) / len(entropy) if entropy else None, "flips": flips, "skipped": skipped,
+            "main_correct": scores["correct"], "subproblem_accuracy": scores["subproblem_accuracy"],
+            "sub_correct": scores["sub_correct"], "sub_total": scores["sub_total"]}
+
+
+def summarize(path, scicode_data=None, scicode_timeout=SCICODE_TIMEOUT):
+    """Re-grade one results file -> dict of the table's columns (None: not recorded) and the skipped lines.
+
+    A file of SciCode rows (scicode_row) is re-graded from the rows' saved code with the targets in `scicode_data`
+    (InputError without it); its dict adds main_correct, subproblem_accuracy, sub_correct, sub_total
+    (scicode_scores), and its flips count scored steps, not problems."""
+    skipped = []
+    recs = list(_read_results(path, skipped))
+    if any(rec.get("grading") == "scicode" for _, rec in recs):
+        return _summarize_scicode(path, recs, skipped, scicode_data, scicode_timeout)
+    correct, flips, tokens, entropy, samples = [], 0, [], [], []
+    for lineno, rec in recs:
         responses = rec.get("responses") or [rec.get("response") or ""]
         main = rec.get("response", responses[0]) or ""
         ok = grade(rec, main)
@@ -980,13 +1702,29 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Re-grade results files (one JSON record per problem) and "
                                                  "print one comparison row per file. Plots: evaluate.py plot --help.")
     parser.add_argument("files", nargs="+", help="results .jsonl files, one record per problem, as em_inf.py writes them")
+    parser.add_argument("--scicode-data", metavar="DIR", default=None,
+                        help="SciCode's eval/data folder (test_data.h5, from the Google Drive folder in SciCode's "
+                             "README): needed to re-grade SciCode results (default: none; SciCode files then fail)")
+    parser.add_argument("--scicode-timeout", type=float, default=SCICODE_TIMEOUT,
+                        help=f"seconds each SciCode step program may run (default: {SCICODE_TIMEOUT:g}, official "
+                             f"EM_PT test_generated_code.py; upstream SciCode: 1800)")
     args = parser.parse_args(argv)
+    if args.scicode_data is not None:
+        try:  # before any grading: a missing h5 is one line, now
+            check_scicode_data(args.scicode_data)
+        except InputError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     rows = []
     for path in args.files:
         if not os.path.isfile(path):
             print(f"error: {path}: no such file", file=sys.stderr)
             continue
-        row = summarize(path)
+        try:
+            row = summarize(path, args.scicode_data, args.scicode_timeout)
+        except InputError as e:
+            print(f"error: {e}", file=sys.stderr)
+            continue
         skipped = row["skipped"]
         if row["n"] == 0 and skipped and all(why.startswith("needs response") for _, why in skipped) \
                 and "problem" in skipped[0][1]:  # a problems file (problem, answer), not a results file
@@ -1004,11 +1742,22 @@ def main(argv=None):
             rows.append(row)
     if not rows:  # each file has had its one-line error
         return 1
-    print("| file | problems | accuracy | pass@1 | pass@k | mean tokens | mean entropy | regraded != stored |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
+    plain = [r for r in rows if "sub_total" not in r]
+    if plain:
+        print("| file | problems | accuracy | pass@1 | pass@k | mean tokens | mean entropy | regraded != stored |")
+        print("|---|---|---|---|---|---|---|---|")
+    for r in plain:
         passk = f"{_fmt(r['pass@k'], '.1%')} (k={r['k']})" if r["k"] else "-"
         print(f"| {r['file']} | {r['n']} | {_fmt(r['accuracy'], '.1%')} | {_fmt(r['pass@1'], '.1%')} | {passk} "
+              f"| {_fmt(r['tokens'], '.0f')} | {_fmt(r['entropy'], '.3f')} | {r['flips']} |")
+    scicode = [r for r in rows if "sub_total" in r]
+    if scicode:  # SciCode: main problems and scored steps (scicode_scores), as the paper's two columns
+        print("| file | problems | accuracy (main) | subproblem_accuracy | mean tokens | mean entropy "
+              "| steps regraded != stored |")
+        print("|---|---|---|---|---|---|---|")
+    for r in scicode:
+        print(f"| {r['file']} | {r['n']} | {_fmt(r['accuracy'], '.1%')} ({r['main_correct']}/{r['n']}) "
+              f"| {_fmt(r['subproblem_accuracy'], '.1%')} ({r['sub_correct']}/{r['sub_total']}) "
               f"| {_fmt(r['tokens'], '.0f')} | {_fmt(r['entropy'], '.3f')} | {r['flips']} |")
     return 0
 
