@@ -8,22 +8,40 @@ your final answer within \\boxed{}"). It is compared with the gold answer by mat
 cheap exact/numeric checks first, then math-verify (LaTeX -> sympy; huggingface/Math-Verify) in a
 separate worker process, behind a wrapper of ours that closes math-verify's known gaps.
 
-Code: LiveCodeBench's protocol. Call-based tests import the program as a module and run in its namespace; a
+Code tests run by LiveCodeBench's protocol (sandbox.run_code). Call-based tests import the program as a module and run in its namespace; a
 pass needs every test to have run (a random marker after the last one), so an early sys.exit(0) fails.
 stdin/stdout programs run as scripts. Every program runs in sandbox.py's isolation (fresh PID, network and
 mount namespaces under an unprivileged uid, with rlimits; its run_code docstring lists what is and is not
 isolated, and the weaker fallback elsewhere).
 
+The code benchmarks as the official evaluation runs them (github shivamag125/EM_PT, eval/Coding/leetcode and its
+vendored lcb_runner; its system prompt is Eurus-2's, the base model of the paper's code rows):
+  - leetcode: DeepSeek-Coder's 180 contest problems. Prompt: EURUS_SYSTEM_PROMPT, prompt_sft + EURUS_CODE_SUFFIX.
+    Code: match_code, wrapped in `class Solution:` when it is missing (extract_leetcode_code). Pass: the import
+    lines + code + the problem's 100 asserts run with no exception within 10 s in all (grade_leetcode).
+  - livecodebench (prompt_style "official", the default): LiveCodeBench's question template + EURUS_CODE_SUFFIX
+    under LCB_SYSTEM_PROMPT (the Eurus prompt with literal backslash-n, as the official file holds it); the code
+    is match_code's; tests as run_code, 6 s per test. prompt_style "ours": CODE_SYSTEM_PROMPT, the last fenced
+    block (extract_code), 10 s per run: what this file did before, kept for comparison.
+  - chat-list prompts (Eurus-2-RL-Data's rows, the code training set eurus2_code): the messages go through the
+    chat template as they are, with no system prompt or instruction added.
+Differences from the official code are listed where they apply (build_prompt, grade_leetcode, grade).
+
 Public functions, in file order:
-    load_problems(name_or_path, split, limit)   benchmark name or local file -> [{id, problem, answer[, tests]}]
-    build_prompt(tokenizer, record)             the full prompt text of one record (math, code or plain)
+    load_problems(name_or_path, split, limit, require_answer, prompt_style)
+                                                benchmark name or local file -> records (its docstring lists them)
+    chat_prompt(tokenizer, messages)            a chat-list prompt as the chat template renders it
+    leetcode_prompt(tokenizer, problem), lcb_prompt(tokenizer, problem)   the official code prompts
+    build_prompt(tokenizer, record)             the full prompt text of one record (chat list, code, math or plain)
     extract_boxed(text)                         the last complete \\boxed{...} of a response
     grade_math(response, gold)                  boxed answer vs gold by mathematical equivalence
     answers_equal(a, b)                         symmetric equivalence of two answers (self-consistency voting)
     extract_last_number(text), grade_last_number(response, gold)   GSM8K-style grading (the CPU demo)
-    extract_code(text)                          the last fenced code block of a response
+    extract_code(text)                          the last fenced code block of a response (ours)
+    match_code(text), extract_leetcode_code(text)   the official code extraction, and LeetCode's class wrapping
+    leetcode_program(code, tests), grade_leetcode(response, tests, timeout)   one LeetCode check
     pass_at_k(n, c, k)                          the unbiased pass@k estimator
-    grade(record, response)                     one response against its record: code, last number or math
+    grade(record, response)                     one response against its record, by its grading / tests
     plot_runs(run_dirs, out), plot_results(files, out)   training curves, accuracy per results file
     summarize(path)                             a results file's accuracy and statistics (the CLI's rows)
 
