@@ -8,11 +8,11 @@ your final answer within \\boxed{}"). It is compared with the gold answer by mat
 cheap exact/numeric checks first, then math-verify (LaTeX -> sympy; huggingface/Math-Verify) in a
 separate worker process, behind a wrapper of ours that closes math-verify's known gaps.
 
-Code tests run by LiveCodeBench's protocol (sandbox.run_code). Call-based tests import the program as a module and run in its namespace; a
-pass needs every test to have run (a random marker after the last one), so an early sys.exit(0) fails.
-stdin/stdout programs run as scripts. Every program runs in sandbox.py's isolation (fresh PID, network and
-mount namespaces under an unprivileged uid, with rlimits; its run_code docstring lists what is and is not
-isolated, and the weaker fallback elsewhere).
+Code tests run by LiveCodeBench's protocol (sandbox.run_code). Call-based tests import the program as a module
+and run in its namespace; a pass needs every test to have run (a random marker after the last one), so an early
+sys.exit(0) fails. stdin/stdout programs run as scripts. Every program runs in sandbox.py's isolation (fresh
+PID, network and mount namespaces under an unprivileged uid, with rlimits; its run_code docstring lists what is and
+is not isolated, and the weaker fallback elsewhere).
 
 The code benchmarks as the official evaluation runs them (github shivamag125/EM_PT, eval/Coding/leetcode and its
 vendored lcb_runner; its system prompt is Eurus-2's, the base model of the paper's code rows):
@@ -107,7 +107,8 @@ EURUS_SYSTEM_PROMPT = ("\nWhen tackling complex reasoning tasks, you have access
                        "[SIMPLIFY]\n\n[SYNTHESIZE]\n\n[PIVOT]\n\n[OUTPUT]\n\nYou should strictly follow the format "
                        "below:\n\n[ACTION NAME]\n\n# Your action step 1\n\n# Your action step 2\n\n# Your action "
                        "step 3\n\n...\n\nNext action: [NEXT ACTION NAME]\n")
-EURUS_CODE_SUFFIX = "\n\nWrite Python code to solve the problem. Present the code in \n```python\nYour code\n```\nat the end."
+EURUS_CODE_SUFFIX = ("\n\nWrite Python code to solve the problem. Present the code in \n```python\nYour code\n```\n"
+                     "at the end.")
 # The official LiveCodeBench run reads its system prompt from eval/system_prompt_original.md, which holds the same
 # text with every newline written as the two characters backslash and n (and no newline at the end): that string,
 # not the one above, is what the model saw.
@@ -368,7 +369,8 @@ def _load_hub(name, split, limit, prompt_style):
             raise InputError(f"{spec['hub']} {spec['file']} has git blob {blob}, not {spec['blob']} (the file the "
                              f"paper used): the hub copy changed; pass a local copy of the right file instead")
         rows = _read_json_records(rows)
-    fields = list(rows.column_names) if hasattr(rows, "column_names") else list(dict.fromkeys(k for r in rows for k in r))
+    fields = (list(rows.column_names) if hasattr(rows, "column_names")
+              else list(dict.fromkeys(k for r in rows for k in r)))
     if spec.get("where"):
         rows = _where(rows, *spec["where"], fields, spec["hub"])
     return _map_rows(spec, rows, fields, limit, spec["hub"])

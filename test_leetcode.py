@@ -45,7 +45,8 @@ def tok(tiny_model):
 
 ADD_SFT = ("Given two integers a and b, return a + b.\n\nPlease complete the code below to solve above prblem:\n"
            "```python\nclass Solution:\n    def addTwo(self, a: int, b: int) -> int:\n        \n```")
-ADD_TEST = ('\nmy_solution = Solution()\n\ntest_input = { "a": 1, "b": 2 }\nassert my_solution.addTwo(**test_input) == 3'
+ADD_TEST = ('\nmy_solution = Solution()\n\ntest_input = { "a": 1, "b": 2 }\n'
+            'assert my_solution.addTwo(**test_input) == 3'
             '\n\ntest_input = { "a": -5, "b": 5 }\nassert my_solution.addTwo(**test_input) == 0\n')
 MODE_TEST = ('\nmy_solution = Solution()\n\ntest_input = { "nums": [1, 3, 3, 2] }\n'
              'assert my_solution.mostFrequent(**test_input) == 3\n')
@@ -200,8 +201,8 @@ def test_livecodebench_official_prompt(lcb_file, tok):
                  "solution to the problem and enclose your code within delimiters.\n```python\nclass Solution:\n"
                  "    def twice(self, x: int) -> int:\n        \n```\n\n"
                  "### Answer: (use the provided format with backticks)\n\n")
-    assert evaluate.build_prompt(tok, stdin_rec) == chatml(("system", EURUS_SYSTEM_LITERAL), ("user", stdin_user + SUFFIX))
-    assert evaluate.build_prompt(tok, func_rec) == chatml(("system", EURUS_SYSTEM_LITERAL), ("user", func_user + SUFFIX))
+    for rec, user in ((stdin_rec, stdin_user), (func_rec, func_user)):
+        assert evaluate.build_prompt(tok, rec) == chatml(("system", EURUS_SYSTEM_LITERAL), ("user", user + SUFFIX))
 
 
 def test_livecodebench_our_prompt_behind_the_switch(lcb_file, tok):
@@ -247,7 +248,8 @@ EURUS_ROWS = [
      "extra_info": {"split": "train", "index": 7}},
     {"data_source": "numina_olympiads", "ability": "math",
      "prompt": [{"role": "system", "content": EURUS_FILE_SYSTEM},
-                {"role": "user", "content": "What is 2+3?\n\nPresent the answer in LaTex format: \\boxed{Your answer}"}],
+                {"role": "user",
+                 "content": "What is 2+3?\n\nPresent the answer in LaTex format: \\boxed{Your answer}"}],
      "reward_model": {"style": "rule", "ground_truth": "5"}, "extra_info": {"split": "train", "index": 8}},
     {"data_source": "codecontests", "ability": "code", "prompt": [{"role": "system", "content": EURUS_FILE_SYSTEM},
                                                                   {"role": "user", "content": "Print 1." + SUFFIX}],
