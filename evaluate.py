@@ -352,7 +352,7 @@ def _load_hub(name, split, limit, prompt_style):
     split = split or spec["split"]
     try:
         if "blob" in spec:  # one file, checked by its content below
-            rows = _hub_file(spec["hub"], spec["file"])
+            path = _hub_file(spec["hub"], spec["file"])
         elif "files" in spec:
             at = f"@{spec['revision']}" if spec.get("revision") else ""
             files = [f"hf://datasets/{spec['hub']}{at}/{f}" for f in spec["files"]]
@@ -364,11 +364,11 @@ def _load_hub(name, split, limit, prompt_style):
         raise InputError(f"cannot download {spec['hub']}: no network? pass a local file "
                          f"({type(e).__name__})") from None
     if "blob" in spec:
-        blob = _git_blob_sha(rows)
+        blob = _git_blob_sha(path)
         if blob != spec["blob"]:
             raise InputError(f"{spec['hub']} {spec['file']} has git blob {blob}, not {spec['blob']} (the file the "
                              f"paper used): the hub copy changed; pass a local copy of the right file instead")
-        rows = _read_json_records(rows)
+        rows = _read_json_records(path)
     fields = (list(rows.column_names) if hasattr(rows, "column_names")
               else list(dict.fromkeys(k for r in rows for k in r)))
     if spec.get("where"):
