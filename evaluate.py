@@ -8,22 +8,40 @@ your final answer within \\boxed{}"). It is compared with the gold answer by mat
 cheap exact/numeric checks first, then math-verify (LaTeX -> sympy; huggingface/Math-Verify) in a
 separate worker process, behind a wrapper of ours that closes math-verify's known gaps.
 
-Code: LiveCodeBench's protocol. Call-based tests import the program as a module and run in its namespace; a
-pass needs every test to have run (a random marker after the last one), so an early sys.exit(0) fails.
-stdin/stdout programs run as scripts. Every program runs in sandbox.py's isolation (fresh PID, network and
-mount namespaces under an unprivileged uid, with rlimits; its run_code docstring lists what is and is not
-isolated, and the weaker fallback elsewhere).
+Code tests run by LiveCodeBench's protocol (sandbox.run_code). Call-based tests import the program as a module
+and run in its namespace; a pass needs every test to have run (a random marker after the last one), so an early
+sys.exit(0) fails. stdin/stdout programs run as scripts. Every program runs in sandbox.py's isolation (fresh
+PID, network and mount namespaces under an unprivileged uid, with rlimits; its run_code docstring lists what is and
+is not isolated, and the weaker fallback elsewhere).
+
+The code benchmarks as the official evaluation runs them (github shivamag125/EM_PT, eval/Coding/leetcode and its
+vendored lcb_runner; its system prompt is Eurus-2's, the base model of the paper's code rows):
+  - leetcode: DeepSeek-Coder's 180 contest problems. Prompt: EURUS_SYSTEM_PROMPT, prompt_sft + EURUS_CODE_SUFFIX.
+    Code: match_code, wrapped in `class Solution:` when it is missing (extract_leetcode_code). Pass: the import
+    lines + code + the problem's 100 asserts run with no exception within 10 s in all (grade_leetcode).
+  - livecodebench (prompt_style "official", the default): LiveCodeBench's question template + EURUS_CODE_SUFFIX
+    under LCB_SYSTEM_PROMPT (the Eurus prompt with literal backslash-n, as the official file holds it); the code
+    is match_code's; tests as run_code, 6 s per test. prompt_style "ours": CODE_SYSTEM_PROMPT, the last fenced
+    block (extract_code), 10 s per run: what this file did before, kept for comparison.
+  - chat-list prompts (Eurus-2-RL-Data's rows, the code training set eurus2_code): the messages go through the
+    chat template as they are, with no system prompt or instruction added.
+Differences from the official code are listed where they apply (build_prompt, grade_leetcode, grade).
 
 Public functions, in file order:
-    load_problems(name_or_path, split, limit)   benchmark name or local file -> [{id, problem, answer[, tests]}]
-    build_prompt(tokenizer, record)             the full prompt text of one record (math, code or plain)
+    load_problems(name_or_path, split, limit, require_answer, prompt_style)
+                                                benchmark name or local file -> records (its docstring lists them)
+    chat_prompt(tokenizer, messages)            a chat-list prompt as the chat template renders it
+    leetcode_prompt(tokenizer, problem), lcb_prompt(tokenizer, problem)   the official code prompts
+    build_prompt(tokenizer, record)             the full prompt text of one record (chat list, code, math or plain)
     extract_boxed(text)                         the last complete \\boxed{...} of a response
     grade_math(response, gold)                  boxed answer vs gold by mathematical equivalence
     answers_equal(a, b)                         symmetric equivalence of two answers (self-consistency voting)
     extract_last_number(text), grade_last_number(response, gold)   GSM8K-style grading (the CPU demo)
-    extract_code(text)                          the last fenced code block of a response
+    extract_code(text)                          the last fenced code block of a response (ours)
+    match_code(text), extract_leetcode_code(text)   the official code extraction, and LeetCode's class wrapping
+    leetcode_program(code, tests), grade_leetcode(response, tests, timeout)   one LeetCode check
     pass_at_k(n, c, k)                          the unbiased pass@k estimator
-    grade(record, response)                     one response against its record: code, last number or math
+    grade(record, response)                     one response against its record, by its grading / tests
     plot_runs(run_dirs, out), plot_results(files, out)   training curves, accuracy per results file
     summarize(path, scicode_data, scicode_timeout)  a results file's accuracy and statistics (the CLI's rows)
   SciCode (its own section; one record per main problem, one prompt and one program per step):
@@ -96,6 +114,8 @@ import contextlib
 import decimal
 import fractions
 import functools
+import hashlib
+import importlib.util
 import inspect
 import io
 import json
@@ -118,10 +138,29 @@ MATH_SYSTEM_PROMPT = "Please reason step by step, and put your final answer with
 CODE_SYSTEM_PROMPT = ("You are an expert Python programmer. You will be given a question (problem specification) "
                       "and will generate a correct Python program that matches the specification and passes all "
                       "tests. Put the complete program in a single ```python code block.")
+# The code prompts of the official evaluation (EM_PT eval/Coding/leetcode/evaluate_leetcode.py and its vendored
+# lcb_runner/prompts/code_generation.py): Eurus-2's action-centric system prompt (the Eurus-2-7B-SFT model card's
+# "tailored prompt"), and PRIME's instruction after the problem. LeetCode gets the prompt as written here (one
+# trailing newline; Eurus-2-RL-Data's own copy ends in two).
+EURUS_SYSTEM_PROMPT = ("\nWhen tackling complex reasoning tasks, you have access to the following actions. Use them "
+                       "as needed to progress through your thought process.\n\n[ASSESS]\n\n[ADVANCE]\n\n[VERIFY]\n\n"
+                       "[SIMPLIFY]\n\n[SYNTHESIZE]\n\n[PIVOT]\n\n[OUTPUT]\n\nYou should strictly follow the format "
+                       "below:\n\n[ACTION NAME]\n\n# Your action step 1\n\n# Your action step 2\n\n# Your action "
+                       "step 3\n\n...\n\nNext action: [NEXT ACTION NAME]\n")
+EURUS_CODE_SUFFIX = ("\n\nWrite Python code to solve the problem. Present the code in \n```python\nYour code\n```\n"
+                     "at the end.")
+# The official LiveCodeBench run reads its system prompt from eval/system_prompt_original.md, which holds the same
+# text with every newline written as the two characters backslash and n (and no newline at the end): that string,
+# not the one above, is what the model saw.
+LCB_SYSTEM_PROMPT = EURUS_SYSTEM_PROMPT.replace("\n", "\\n")
+# livecodebench prompt styles (load_problems(prompt_style=...)): "official" = the official evaluation's prompt,
+# extraction and per-test time limit (the default); "ours" = CODE_SYSTEM_PROMPT, the last fenced block, 10 s
+PROMPT_STYLES = ("official", "ours")
 
 # a record's optional "grading" field: boxed (the default, paper Sec. 4) or last_number (GSM8K-style, for the
-# CPU demo's small model; never the default for a benchmark)
-GRADINGS = ("boxed", "last_number")
+# CPU demo's small model; never the default for a benchmark); leetcode and livecodebench name the official code
+# protocols (prompt, extraction and execution, see grade_leetcode and grade), which their loaders set
+GRADINGS = ("boxed", "last_number", "leetcode", "livecodebench")
 GRADE_TIMEOUT = 10.0  # seconds one math comparison may take before the watchdog kills the worker
 MV_TIMEOUT = 3  # math-verify's own (signal.alarm, whole seconds) timeout inside the worker: cheap recovery
 ABS_TOL, REL_TOL = 1e-6, 1e-5  # numeric equality: both must hold (difference 2 in the docstring)
@@ -147,9 +186,29 @@ BENCHMARKS = {
     "olympiadbench": dict(hub="Hothan/OlympiadBench", config="OE_TO_maths_en_COMP", split="train", id="id",
                           problem="question", answer="final_answer"),
     # release_v2 = the first two files of the repository (its old loading script: ALLOWED_FILES["release_v2"]);
-    # reading the files directly does not depend on the repository's loading script or config names.
-    "livecodebench": dict(hub="livecodebench/code_generation_lite", files=["test.jsonl", "test2.jsonl"],
-                          split="test", id="question_id", problem="question_content", answer=None),
+    # reading the files directly does not depend on the repository's loading script or config names. The
+    # revision is one that other projects pin to read these test*.jsonl files (later revisions add a parquet
+    # conversion); it was not checked from here: huggingface_hub.list_repo_files(hub, repo_type="dataset",
+    # revision=...) should list both files.
+    "livecodebench": dict(hub="livecodebench/code_generation_lite", revision="0fe84c3912ea0c4d4a78037083943e8f0c4dd505",
+                          files=["test.jsonl", "test2.jsonl"], split="test", id="question_id",
+                          problem="question_content", answer=None, layout="livecodebench"),
+    # DeepSeek-Coder's Evaluation/LeetCode/data/20240121-Jul.jsonl (MIT), byte-identical to the official
+    # evaluation's eval/data/leetcode/leetcode-test.json: 180 problems of the contests 2023-07 ... 2024-01 (45 Easy,
+    # 91 Medium, 44 Hard), 100 asserts each. The hub copy is a third party's and no revision of it could be pinned:
+    # instead the downloaded file must have the git blob hash of DeepSeek-Coder's file (`git hash-object FILE`), or
+    # loading stops. A local copy in this format (detected by its fields) is read as it is, unchecked.
+    "leetcode": dict(hub="TechxGenus/LeetCode-Contest", file="20240121-Jul.jsonl",
+                     blob="b96d75740ab2b9c681a34b0fb39595e6710104ec", split="test", id="task_id",
+                     problem="prompt_sft", answer=None, layout="leetcode"),
+    # Table 2's code training set: the rows of PRIME-RL/Eurus-2-RL-Data (MIT) with ability == "code" (the card says
+    # 26,758 of 482,019 train rows; the paper says 25K, which a later "remove none ground truth" commit may
+    # explain: count on load). The revision is one other projects pin for train.parquet, unchecked from here.
+    # Training prompts only: no answers are graded here (require_answer=False); the training scripts drop
+    # prompts over 1024 tokens, as the official pipeline (filter_overlong_prompts).
+    "eurus2_code": dict(hub="PRIME-RL/Eurus-2-RL-Data", revision="9776b13264b5aaa0b16495fcf086a0a8d86fd655",
+                        files=["train.parquet"], split="train", id=None, problem="prompt", answer=None,
+                        layout="eurus", where=("ability", "code"), train_only=True),
     # SciCode (the SciCode section below): the hub repository's files as read_from_hf_dataset loads them; one record
     # per main problem, its steps in sub_steps
     "scicode": dict(hub="SciCode1/SciCode", files=["problems_test.jsonl"], split="test", id="problem_id",
@@ -226,7 +285,8 @@ def _decode_lcb_cases(value):
 
 
 def _lcb_problem(row):
-    """The problem text for the code prompt: statement, plus the starter code or the stdin/stdout instruction."""
+    """Our problem text for CODE_SYSTEM_PROMPT (prompt_style "ours"): the statement, plus the starter code or the
+    stdin/stdout instruction."""
     text = row["question_content"].strip()
     if row.get("starter_code"):
         return (f"{text}\n\nYou will use the following starter code to write the solution to the problem:\n"
@@ -235,16 +295,68 @@ def _lcb_problem(row):
             f"(do not directly test on the sample inputs).")
 
 
+# LiveCodeBench's instructions in its generic question template (lcb_runner/prompts/code_generation.py,
+# PromptConstants), word for word: the missing comma after "stdin" is theirs
+_LCB_WITH_STARTER = ("You will use the following starter code to write the solution to the problem and enclose your "
+                     "code within delimiters.")
+_LCB_WITHOUT_STARTER = ("Read the inputs from stdin solve the problem and write the answer to stdout (do not directly "
+                        "test on the sample inputs). Enclose your code within delimiters as follows.")
+
+
+def _lcb_question(row):
+    """The official run's user text before EURUS_CODE_SUFFIX (prompt_style "official"): LiveCodeBench's generic
+    question template (get_generic_question_template_answer), with the statement and starter code as stored."""
+    if row.get("starter_code"):
+        fmt = f"### Format: {_LCB_WITH_STARTER}\n```python\n{row['starter_code']}\n```\n\n"
+    else:
+        fmt = f"### Format: {_LCB_WITHOUT_STARTER}\n```python\n# YOUR CODE HERE\n```\n\n"
+    return f"### Question:\n{row['question_content']}\n\n{fmt}### Answer: (use the provided format with backticks)\n\n"
+
+
+def _messages(value):
+    """A chat-list prompt -> (the messages as given, the last user message's content); ValueError if it is not one."""
+    if not value or not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                            for m in value):
+        raise ValueError('a list prompt must be chat messages, each {"role": str, "content": str}')
+    users = [m["content"] for m in value if m["role"] == "user"]
+    if not users:
+        raise ValueError("a chat-list prompt needs a user message")
+    return [dict(m) for m in value], users[-1]
+
+
 def _to_record(spec, row, index):
-    """One dataset row -> {id, problem, answer[, tests]} through a field map like BENCHMARKS[name]."""
+    """One dataset row -> {id, problem, answer[, tests, grading, messages, ...]} through a field map like
+    BENCHMARKS[name] (its "layout" names the benchmarks with a row format of their own)."""
     if spec.get("layout") == "scicode":
         return _scicode_record(row)
     rid = row.get(spec["id"]) if spec.get("id") else None
     rec = {"id": str(rid if rid is not None else index)}
-    if spec["problem"] == "question_content":  # LiveCodeBench layout
-        rec.update(problem=_lcb_problem(row), answer="", tests=_lcb_tests(row))
+    layout = spec.get("layout")
+    if layout == "livecodebench":
+        if spec.get("prompt_style", "official") == "official":
+            rec.update(problem=_lcb_question(row), answer="", tests=_lcb_tests(row), grading="livecodebench")
+        else:
+            rec.update(problem=_lcb_problem(row), answer="", tests=_lcb_tests(row))
         return rec
-    rec["problem"] = str(row[spec["problem"]]).strip()
+    if layout == "leetcode":  # the user text is prompt_sft as stored (it ends in the starter code's fence)
+        if not isinstance(row["prompt_sft"], str) or not isinstance(row["test"], str):
+            raise TypeError("prompt_sft and test must be strings")
+        rec.update(problem=row["prompt_sft"], answer="", grading="leetcode", tests=row["test"],
+                   difficulty=(row.get("meta") or {}).get("difficulty"))
+        return rec
+    if layout == "eurus":  # Eurus-2-RL-Data: a chat-list prompt; math rows' ground truth is their answer
+        rec["messages"], rec["problem"] = _messages(row["prompt"])
+        index_in_split = (row.get("extra_info") or {}).get("index")
+        if index_in_split is not None:
+            rec["id"] = f"{row.get('data_source')}/{index_in_split}"
+        gold = (row.get("reward_model") or {}).get("ground_truth") if row.get("ability") == "math" else None
+        rec.update(answer=_strip_math_delims(_answer_to_str(gold)), ability=row.get("ability"))
+        return rec
+    value = row[spec["problem"]]
+    if isinstance(value, (list, tuple)):  # a chat-list prompt: kept as messages, never str(list)
+        rec["messages"], rec["problem"] = _messages(list(value))
+    else:
+        rec["problem"] = str(value).strip()
     rec["answer"] = _strip_math_delims(_answer_to_str(row.get(spec["answer"]))) if spec["answer"] else ""
     if row.get("tests"):
         rec["tests"] = row["tests"]
@@ -255,20 +367,61 @@ def _to_record(spec, row, index):
     return rec
 
 
-def _load_hub(name, split, limit):
-    spec = BENCHMARKS[name]
-    datasets = _datasets()
+def _hub_file(repo, filename):
+    """Local path of one file of a hub dataset repository (downloaded once, then from the cache)."""
+    from huggingface_hub import hf_hub_download
+
+    return hf_hub_download(repo, filename, repo_type="dataset")
+
+
+def _git_blob_sha(path):
+    """What `git hash-object FILE` prints: sha1 of "blob <size>\0" + the bytes."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _where(rows, field, value, fields, source):
+    """The rows (list of dicts or datasets.Dataset) whose top-level `field`, as a string, equals `value`."""
+    if field not in fields:
+        raise InputError(f"{source}: no field {field!r} to select rows by; it has: {', '.join(fields)}")
+    if hasattr(rows, "filter"):
+        kept = rows.filter(lambda column: [str(v) == value for v in column], input_columns=field, batched=True)
+    else:
+        kept = [r for r in rows if str(r.get(field)) == value]
+    if len(kept) == 0:
+        seen = sorted({str(v) for v in (rows[field] if hasattr(rows, "filter") else (r.get(field) for r in rows))})
+        raise InputError(f"{source}: no row has {field} == {value!r} (it has: {', '.join(seen[:10])})")
+    return kept
+
+
+def _load_hub(name, split, limit, prompt_style):
+    spec = dict(BENCHMARKS[name], prompt_style=prompt_style)
     split = split or spec["split"]
     try:
-        if "files" in spec:
-            files = [f"hf://datasets/{spec['hub']}/{f}" for f in spec["files"]]
-            ds = datasets.load_dataset("json", data_files=files, split="train")
+        if "blob" in spec:  # one file, checked by its content below
+            path = _hub_file(spec["hub"], spec["file"])
+        elif "files" in spec:
+            at = f"@{spec['revision']}" if spec.get("revision") else ""
+            files = [f"hf://datasets/{spec['hub']}{at}/{f}" for f in spec["files"]]
+            rows = _datasets().load_dataset("parquet" if files[0].endswith(".parquet") else "json", data_files=files,
+                                            split="train")
         else:
-            ds = datasets.load_dataset(spec["hub"], spec.get("config"), split=split)
+            rows = _datasets().load_dataset(spec["hub"], spec.get("config"), split=split)
     except Exception as e:  # offline, hub down, renamed: one line, never a traceback
         raise InputError(f"cannot download {spec['hub']}: no network? pass a local file "
                          f"({type(e).__name__})") from None
-    return _map_rows(spec, ds, ds.column_names, limit, spec["hub"])
+    if "blob" in spec:
+        blob = _git_blob_sha(path)
+        if blob != spec["blob"]:
+            raise InputError(f"{spec['hub']} {spec['file']} has git blob {blob}, not {spec['blob']} (the file the "
+                             f"paper used): the hub copy changed; pass a local copy of the right file instead")
+        rows = _read_json_records(path)
+    fields = (list(rows.column_names) if hasattr(rows, "column_names")
+              else list(dict.fromkeys(k for r in rows for k in r)))
+    if spec.get("where"):
+        rows = _where(rows, *spec["where"], fields, spec["hub"])
+    return _map_rows(spec, rows, fields, limit, spec["hub"])
 
 
 def _map_rows(spec, rows, fields, limit, source):
@@ -316,7 +469,7 @@ def _read_json_records(path):
     return records
 
 
-def _load_local(path, limit, require_answer):
+def _load_local(path, limit, require_answer, where=None, prompt_style="official"):
     if not os.path.isfile(path):
         raise InputError(f"{path}: no such file (named benchmarks: {', '.join(BENCHMARKS)})")
     builder = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(os.path.splitext(path)[1].lower())
@@ -335,8 +488,15 @@ def _load_local(path, limit, require_answer):
     if len(rows) == 0:
         raise InputError(f"{path}: the file holds no records: one JSON object per line, e.g. "
                          f'{{"problem": "What is 2 + 3?", "answer": "5"}}')
+    if where:
+        rows = _where(rows, *where, fields, path)
+    # formats with a layout of their own, recognised by their fields
     if "question_content" in fields and "public_test_cases" in fields:  # a LiveCodeBench dump
-        spec = dict(BENCHMARKS["livecodebench"])
+        spec = dict(BENCHMARKS["livecodebench"], prompt_style=prompt_style)
+    elif {"task_id", "prompt_sft", "test"} <= set(fields):  # DeepSeek-Coder's LeetCode contest file
+        spec = dict(BENCHMARKS["leetcode"])
+    elif {"ability", "prompt"} <= set(fields) and isinstance(rows[0]["prompt"], list):  # Eurus-2-RL-Data
+        spec = dict(id=None, problem="prompt", answer=None, layout="eurus")
     elif "sub_steps" in fields:  # SciCode's layout (problems_test.jsonl and the like)
         spec = dict(BENCHMARKS["scicode"])
     else:
@@ -348,24 +508,60 @@ def _load_local(path, limit, require_answer):
                              f"({'/'.join(ANSWER_FIELDS)}) or tests; it has: {', '.join(fields) or 'none'}")
         spec = dict(id=next((f for f in ("id", "unique_id", "question_id") if f in fields), None),
                     problem=problem, answer=answer)
-    return _map_rows(spec, rows, fields, limit, path)
+    records = _map_rows(spec, rows, fields, limit, path)
+    unanswered = sum(not r["answer"] for r in records) if spec.get("layout") == "eurus" else 0
+    if require_answer and unanswered:
+        raise InputError(f"{path}: {unanswered} of {len(records)} rows have no answer graded here (Eurus-2 code rows "
+                         f"are training prompts): train on them, or evaluate the math rows ({path}:ability=math)")
+    return records
 
 
-def load_problems(name_or_path, split=None, limit=None, require_answer=True):
-    """Problems as [{"id": str, "problem": str, "answer": str(, "tests")}] from a benchmark name or a local file.
+# a local file's rows selected by one top-level field: "train.parquet:ability=code"
+_WHERE = re.compile(r"(.+):(\w+)=([^=:]*)")
 
-    Named: math500, amc, aime, aime24, minerva, olympiadbench, livecodebench, scicode, scicode_dev (hub, see
-    BENCHMARKS); otherwise a local .jsonl / .json / .parquet file (SciCode's layout when it has sub_steps).
-    `split` only applies to hub datasets. SciCode records are one per main problem: {id, problem, answer "",
-    grading "scicode", sub_steps, required_dependencies} (the SciCode section).
+
+def load_problems(name_or_path, split=None, limit=None, require_answer=True, prompt_style="official"):
+    """Problems as [{"id": str, "problem": str, "answer": str, ...}] from a benchmark name or a local file.
+
+    Named (hub, see BENCHMARKS): math500, amc, aime, aime24, minerva, olympiadbench, livecodebench, leetcode,
+    scicode, scicode_dev, and eurus2_code (training prompts only: Eurus-2-RL-Data's train rows with ability ==
+    "code").
+    Otherwise a local .jsonl / .json / .parquet file; `PATH:FIELD=VALUE` keeps only its rows whose top-level
+    FIELD equals VALUE as a string (a local copy of Eurus-2-RL-Data's code rows: `train.parquet:ability=code`).
+    `split` only applies to hub datasets. `limit` keeps the first rows (after the selection).
+
+    Records by format (local files are recognised by their fields):
+      - math (problem/question + answer/...): {id, problem, answer};
+      - chat-list prompts (a problem field holding [{"role", "content"}, ...]): also {messages}; `problem` is the
+        last user message, for display; build_prompt renders the messages with the chat template as they are;
+      - LiveCodeBench (question_content, public_test_cases, ...): {id, problem, answer: "", tests[, grading]};
+      - LeetCode (task_id, prompt_sft, test, meta): {id: task_id, problem: prompt_sft, answer: "",
+        grading: "leetcode", tests: the row's assert program, difficulty: meta["difficulty"]};
+      - Eurus-2-RL-Data (data_source, prompt (chat list), ability, reward_model, extra_info): {id:
+        "<data_source>/<extra_info.index>", problem, messages, answer (math rows: reward_model.ground_truth;
+        code rows: ""), ability};
+      - SciCode (sub_steps): one record per main problem, {id, problem, answer "", grading "scicode", sub_steps,
+        required_dependencies} (the SciCode section).
+    prompt_style (livecodebench only): "official" (the default) = the official evaluation's protocol, grading
+    "livecodebench": LiveCodeBench's question template + EURUS_CODE_SUFFIX under LCB_SYSTEM_PROMPT, its code
+    extraction (match_code) and 6 s per test; "ours" = CODE_SYSTEM_PROMPT, the last fenced block, 10 s.
     require_answer=False accepts a file of unlabeled prompts (EM-FT / EM-RL training data: only the
-    problem text is used); its records get answer "".
+    prompt is used); its records get answer "". With True, eurus2_code and Eurus code rows are refused.
     """
     if limit is not None and limit < 1:
         raise InputError(f"limit must be >= 1, got {limit}")
+    if prompt_style not in PROMPT_STYLES:
+        raise InputError(f"prompt style {prompt_style!r} is not one of {', '.join(PROMPT_STYLES)}")
     if name_or_path in BENCHMARKS:
-        return _load_hub(name_or_path, split, limit)
-    return _load_local(str(name_or_path), limit, require_answer)
+        if require_answer and BENCHMARKS[name_or_path].get("train_only"):
+            raise InputError(f"{name_or_path} holds training prompts only (no answers are graded here): train on it "
+                             f"with em_ft.py or em_rl.py")
+        return _load_hub(name_or_path, split, limit, prompt_style)
+    path, where = str(name_or_path), None
+    selection = _WHERE.fullmatch(path)
+    if selection and not os.path.exists(path):
+        path, where = selection.group(1), (selection.group(2), selection.group(3))
+    return _load_local(path, limit, require_answer, where, prompt_style)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -402,13 +598,49 @@ def plain_prompt(tokenizer, problem):
     return f"Question: {problem}\n\nAnswer:"
 
 
+def chat_prompt(tokenizer, messages):
+    """A chat-list prompt exactly as the chat template renders it, with the generation prompt: no system prompt or
+    instruction added (Eurus-2-RL-Data's rows carry their own; the official pipeline applies the template as is)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError("chat-list prompts need a tokenizer with a chat template; this one has none")
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception as e:  # e.g. a template that rejects the system role
+        raise InputError(f"the chat template cannot render these messages: {str(e).splitlines()[0][:200]}") from None
+
+
+def leetcode_prompt(tokenizer, problem):
+    """The official LeetCode prompt (EM_PT evaluate_leetcode.py, make_conv_hf): Eurus-2's system prompt, and
+    prompt_sft + EURUS_CODE_SUFFIX as the user turn."""
+    return _chat(tokenizer, EURUS_SYSTEM_PROMPT, problem + EURUS_CODE_SUFFIX)
+
+
+def lcb_prompt(tokenizer, problem):
+    """The official LiveCodeBench prompt (EM_PT's lcb_runner, format_prompt_generation for Eurus-2-7B-SFT):
+    LCB_SYSTEM_PROMPT (literal backslash-n), and LiveCodeBench's question template + EURUS_CODE_SUFFIX."""
+    return _chat(tokenizer, LCB_SYSTEM_PROMPT, problem + EURUS_CODE_SUFFIX)
+
+
 def build_prompt(tokenizer, record):
-    """The full prompt text for one record: the code prompt when it has tests, the plain prompt for grading
-    "last_number", the math prompt (paper Sec. 4) otherwise. SciCode records have one prompt per step
+    """The full prompt text for one record:
+      - chat-list records ("messages"): the messages through the chat template, as they are;
+      - grading "leetcode" / "livecodebench": the official code prompts (leetcode_prompt, lcb_prompt);
+      - other records with tests: our code prompt; grading "last_number": the plain prompt;
+      - otherwise the math prompt (paper Sec. 4).
+    Differences from the official code: its LiveCodeBench run renders every model's prompt with
+    Qwen2.5-Math-7B-Instruct's chat template (hard-coded); here each model's own template is used. A template
+    that rejects a system message gets it folded into the user turn, and a tokenizer without a template gets
+    plain text (_chat): the official scripts would fail on both. SciCode records have one prompt per step
     (scicode_step_prompt), so they are refused here."""
     if record.get("grading") == "scicode":
         raise ValueError("a SciCode record has one prompt per step: "
                          "evaluate.scicode_step_prompt(tokenizer, record, k, codes)")
+    if record.get("messages"):
+        return chat_prompt(tokenizer, record["messages"])
+    if record.get("grading") == "leetcode":
+        return leetcode_prompt(tokenizer, record["problem"])
+    if record.get("grading") == "livecodebench":
+        return lcb_prompt(tokenizer, record["problem"])
     if record.get("tests"):
         return code_prompt(tokenizer, record["problem"])
     if record.get("grading") == "last_number":
@@ -812,13 +1044,83 @@ def answers_equal(a, b, timeout=None):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Code grading: extraction here, execution in sandbox.py (run_code: LiveCodeBench's protocol, isolated)
+# Code grading: extraction here, execution in sandbox.py (run_code: LiveCodeBench's protocol; run_program: one
+# whole program, for LeetCode), isolated
+
+LEETCODE_TIMEOUT = 10.0  # seconds for the whole program, all its asserts (official evaluate_functional_correctness)
+LCB_TEST_TIMEOUT = 6.0  # seconds per test of the official LiveCodeBench run (lcb_runner --timeout 6)
+# the official IMPORT_HELPER["python"] (EM_PT eval/utils/evaluation_leetcode.py, from DeepSeek-Coder's harness):
+# the first lines of every LeetCode program
+LEETCODE_IMPORTS = ("import math", "import re", "import sys", "import copy", "import datetime", "import itertools",
+                    "import collections", "import heapq", "import functools", "import hashlib", "import numpy",
+                    "import numpy as np", "import string", "from typing import *", "from collections import *",
+                    "from functools import *")
 
 
 def extract_code(text):
-    """The last ```python (or bare ```) block of a response; the whole text when there is no fence."""
+    """The last ```python (or bare ```) block of a response; the whole text when there is no fence (ours)."""
     blocks = re.findall(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", text or "", flags=re.S | re.I)
     return blocks[-1] if blocks else (text or "")
+
+
+def match_code(text):
+    """The official code extraction (EM_PT's match_code, used for LeetCode and LiveCodeBench alike):
+      1. of the ```python blocks, the last one that contains "def ", else the last one;
+      2. else the same over bare ``` blocks;
+      3. else the text before the first ``` (all of it when there is none).
+    A block keeps what follows its opening fence on that line ("```python3" leaves a "3")."""
+    text = text or ""
+    for pattern in (r"```python(.*?)```", r"```(.*?)```"):
+        blocks = re.findall(pattern, text, flags=re.S)
+        if blocks:
+            return next((b for b in reversed(blocks) if "def " in b), blocks[-1])
+    return text.split("```")[0]
+
+
+def extract_leetcode_code(text):
+    """The program body the official LeetCode evaluation runs for a response: match_code, fenced again; when
+    "class Solution:" is absent, every line (backticks removed) indented 4 under `class Solution:`; then the first
+    ```python ... ``` block of that, after mapping [PYTHON] tags to fences (its extract_python_code)."""
+    fenced = "```python\n" + match_code(text) + "\n```"
+    if "class Solution:" not in fenced:  # a bare method (or anything else): it becomes the class body
+        body = fenced.replace("```python", "").replace("```", "")
+        fenced = "```python\nclass Solution:\n" + "\n".join("    " + line for line in body.split("\n")) + "\n```"
+    fenced = fenced.replace("[PYTHON]", "```python").replace("[/PYTHON]", "```")
+    return re.findall(r"```python\n(.*?)\n```", fenced, flags=re.S)[0]  # the text always ends in "\n```"
+
+
+def leetcode_program(code, tests):
+    """The whole program of one LeetCode check: the official import lines, the code, the problem's asserts."""
+    return "\n".join(LEETCODE_IMPORTS) + "\n" + code + "\n" + tests + "\n"
+
+
+def grade_leetcode(response, tests, timeout=LEETCODE_TIMEOUT):
+    """True when the official LeetCode check of `response` passes: leetcode_program(extract_leetcode_code(response),
+    tests) runs to its end with no exception within `timeout` seconds (pass@1 = the mean over the 180 problems).
+
+    As the official harness (DeepSeek-Coder's human_eval/execution.py, run by EM_PT), the program is exec'd in a
+    fresh, empty namespace, so `__name__` is the builtins module's and an `if __name__ == "__main__":` block does
+    not run; output is swallowed and reading stdin raises (its swallow_io). must_finish=True makes a program that
+    exits before its asserts fail, as there (sys.exit raises SystemExit, which that harness counts as a failure;
+    os._exit leaves no result, which it reads as "timed out"). Differences, all from running it in sandbox.py:
+      1. isolation: namespaces, an unprivileged uid and rlimits instead of a forked process with reliability_guard;
+      2. time: `timeout` is wall time for a fresh interpreter, including its `import numpy` (~0.2 s); the official
+         10 s timer starts inside a worker forked from a parent that had numpy imported already;
+      3. memory: CODE_MEMORY_MB of address space per process; the official harness sets no limit.
+    """
+    if importlib.util.find_spec("numpy") is None:  # every program imports it: without it everything would fail
+        raise GraderUnavailable("LeetCode programs start with `import numpy` (the official import lines): "
+                                "pip install numpy")
+    if not isinstance(tests, str) or not tests.strip():
+        return False  # nothing to check is not a pass
+    program = leetcode_program(extract_leetcode_code(response), tests)
+    runner = ("import io, sys\n"
+              "sys.stdout = sys.stderr = io.StringIO()\n"  # swallow_io: the output goes nowhere ...
+              "sys.stdin = io.StringIO()\n"
+              "sys.stdin.close()\n"  # ... and reading input raises
+              f"exec(compile({program!r}, 'leetcode_program.py', 'exec'), {{}})\n")
+    code, _ = run_program(runner, timeout=timeout, must_finish=True)
+    return code == 0
 
 
 def pass_at_k(n, c, k):
@@ -832,13 +1134,27 @@ def pass_at_k(n, c, k):
 
 
 def grade(record, response, timeout=None):
-    """Grade one response against a problem record (or a results-file record): code when it has tests.
-    SciCode problems are graded per step from their codes (grade_scicode), so they are refused here."""
-    if record.get("grading") == "scicode":
+    """Grade one response against a problem record (or a results-file record) by its "grading":
+      - leetcode: grade_leetcode (LEETCODE_TIMEOUT for the whole program);
+      - livecodebench (the official protocol): match_code, then run_code with LCB_TEST_TIMEOUT per test
+        (call-based tests share one process here, so they get LCB_TEST_TIMEOUT x their number in all);
+      - other records with tests (ours): extract_code, then run_code with 10 s per run;
+      - last_number: grade_last_number; otherwise grade_math.
+    `timeout` replaces the code time limit (per run_code / run_program call). SciCode problems are graded
+    per step from their codes (grade_scicode), so they are refused here."""
+    grading, tests = record.get("grading"), record.get("tests")
+    if grading == "scicode":
         raise ValueError("a SciCode problem is graded per step: evaluate.grade_scicode(record, codes, data_dir)")
-    if record.get("tests"):
-        return run_code(extract_code(response), record["tests"], timeout=10.0 if timeout is None else timeout)
-    if record.get("grading") == "last_number":
+    if grading == "leetcode":
+        return grade_leetcode(response, tests, timeout=LEETCODE_TIMEOUT if timeout is None else timeout)
+    if tests and grading == "livecodebench":
+        if timeout is None:
+            calls = sum(line.startswith("assert ") for line in tests.splitlines()) if isinstance(tests, str) else 1
+            timeout = LCB_TEST_TIMEOUT * max(calls, 1)
+        return run_code(match_code(response), tests, timeout=timeout)
+    if tests:
+        return run_code(extract_code(response), tests, timeout=10.0 if timeout is None else timeout)
+    if grading == "last_number":
         return grade_last_number(response, record.get("answer", record.get("gold")))
     return grade_math(response, record.get("answer", record.get("gold")))
 

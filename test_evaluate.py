@@ -456,8 +456,8 @@ def test_math_benchmark_field_maps(fake_hub, name, hub, config, split, expected)
 def test_livecodebench_field_map_and_grading(fake_hub):
     stdin_rec, func_rec = evaluate.load_problems("livecodebench")
     ((path, _, _, files),) = fake_hub
-    assert path == "json" and files == ["hf://datasets/livecodebench/code_generation_lite/test.jsonl",
-                                        "hf://datasets/livecodebench/code_generation_lite/test2.jsonl"]
+    at = "hf://datasets/livecodebench/code_generation_lite@0fe84c3912ea0c4d4a78037083943e8f0c4dd505"  # pinned
+    assert path == "json" and files == [f"{at}/test.jsonl", f"{at}/test2.jsonl"]
     assert stdin_rec["id"] == "abc001_a" and stdin_rec["answer"] == ""
     assert stdin_rec["tests"] == [{"input": "1 2\n", "output": "3\n"}, {"input": "5 7\n", "output": "12\n"}]
     assert "stdin" in stdin_rec["problem"] and "class Solution" in func_rec["problem"]
