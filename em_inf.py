@@ -64,6 +64,7 @@ Commands:
     python em_inf.py --model HuggingFaceTB/SmolLM2-135M-Instruct --dataset data/mini_math.jsonl --limit 4 --max-new-tokens 64
 """
 import argparse
+import concurrent.futures
 import itertools
 import json
 import os
@@ -125,6 +126,22 @@ def parse_args(argv=None):
                    help="iter_refine: rounds per problem; the row's `correct` is the last round's, every round is "
                         "kept (paper Table 3: N = 3; official scripts: 4 for MATH-500/AMC/AIME and LeetCode, 3 for "
                         "Minerva, OlympiadBench and UGPhysics)")
+    p.add_argument("--prompt-format", default="chat", choices=evaluate.SCICODE_PROMPT_FORMATS,
+                   help="SciCode only: chat = SciCode's template as the user turn under the system message 'You are "
+                        "a helpful assistant.' (the official baselines' prompt); raw = the template text alone, no "
+                        "chat template (the official EM-INF path). Every mode gets the same prompt (ours; the "
+                        "official code gave EM-INF raw prompts and its baselines chat ones)")
+    p.add_argument("--scicode-data", default=None,
+                   help="SciCode only: the folder SciCode's repository keeps as eval/data, with test_data.h5 (~1 GB, "
+                        "from the Google Drive folder in SciCode's README) and the given steps 13.6.txt, 62.1.txt, "
+                        "76.3.txt (default: none; required for --dataset scicode)")
+    p.add_argument("--scicode-timeout", type=float, default=evaluate.SCICODE_TIMEOUT,
+                   help="SciCode only: seconds each step's test program may run (official EM_PT: 300; upstream "
+                        "SciCode: 1800)")
+    p.add_argument("--scicode-official-given", action="store_true",
+                   help="SciCode only: give the steps after 13.6 / 62.1 only the first __init__ of those given class "
+                        "steps, as upstream's extraction does (default: off, the whole given code; ours: upstream "
+                        "loses the class, so 11 later steps cannot pass)")
     p.add_argument("--top-k", type=int, default=0,
                    help="keep the k most likely tokens, 0 = off (ours: off; the official EM-INF code leaks Qwen's "
                         "generation_config top-k 20)")
@@ -156,6 +173,7 @@ def parse_args(argv=None):
               (0 < args.alpha <= 1, f"--alpha must be in (0, 1] (got {args.alpha})"),
               (args.n >= 1, f"--samples-per-prompt must be >= 1 (got {args.n})"),
               (args.rounds >= 1, f"--rounds must be >= 1 (got {args.rounds})"),
+              (args.scicode_timeout > 0, f"--scicode-timeout must be > 0 (got {args.scicode_timeout})"),
               (args.max_new_tokens >= 1, f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})"),
               (args.limit is None or args.limit >= 1, f"--limit must be >= 1 (got {args.limit})"),
               (args.top_k >= 0, f"--top-k must be >= 0 (got {args.top_k})"),
@@ -478,6 +496,8 @@ def problem_stages(rec, tokenizer, args):
     response is replaced by its extracted code in a ```python fence and the EOS token, as the official LeetCode
     path), strings concatenated as they are: the assistant turn is never closed, as in the official code.
     """
+    if rec.get("grading") == "scicode":
+        return (yield from scicode_stages(rec, tokenizer, args))
     prompt = evaluate.build_prompt(tokenizer, rec)
     if args.mode != "iter_refine":
         samples = yield [prompt] * (args.n if args.mode == "self_consistency" else 1)
@@ -488,6 +508,46 @@ def problem_stages(rec, tokenizer, args):
         rounds.append(answer)
         prompt = prompt + refinement_context(rec, answer[0], tokenizer) + "\n\n" + first
     return refined_row(rec, rounds, args)
+
+
+def scicode_stages(rec, tokenizer, args):
+    """SciCode (one main problem): step k is decoded after step k-1, its prompt holding the code of steps
+    0..k-1 (SciCode's multistep template with background: evaluate.scicode_prompt). A given step (13.6, 62.1,
+    76.3) is not decoded: its code comes from --scicode-data. Once every step has code, the steps are graded in
+    the sandbox (each: dependencies + earlier steps + this step + its tests); returns a Future of the row, so
+    decoding goes on while the tests run (solve waits for it)."""
+    codes, steps, answers = [], [], []
+    for k, sub in enumerate(rec["sub_steps"]):
+        if evaluate.scicode_is_given(sub):
+            code = evaluate.scicode_given_code(sub, args.scicode_data, official=args.scicode_official_given)
+            codes.append(code)
+            steps.append({"step_number": sub["step_number"], "code": code})
+            continue
+        user = evaluate.scicode_prompt(rec, k, codes)  # the user text, kept in the row
+        [answer] = yield [evaluate.scicode_step_prompt(tokenizer, rec, k, codes, prompt_format=args.prompt_format)]
+        code = evaluate.scicode_extract(answer[0])  # the FIRST fence, imports removed (SciCode's extraction)
+        codes.append(code)
+        answers.append(answer)
+        steps.append({"step_number": sub["step_number"], "prompt": user, "response": answer[0], "code": code})
+    tokens = sum(n for _, n, _ in answers)
+    stats = {name: sum(a[2][name] for a in answers) / max(tokens, 1) for name in (answers[0][2] if answers else {})}
+
+    def grade():
+        verdicts = evaluate.grade_scicode(rec, codes, args.scicode_data, timeout=args.scicode_timeout)
+        return {**evaluate.scicode_row(rec, steps, verdicts), "gold": "", "tokens": tokens, "mode": args.mode,
+                **stats}
+
+    return _grader_pool().submit(grade)
+
+
+_POOL = []
+
+
+def _grader_pool():
+    """Threads that run SciCode's tests beside the decode loop (each problem's steps run in parallel inside)."""
+    if not _POOL:
+        _POOL.append(concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="scicode-grader"))
+    return _POOL[0]
 
 
 def refinement_context(rec, response, tokenizer):
@@ -515,6 +575,7 @@ def solve(model, tokenizer, records, args, stop_ids, work, progress=None):
     jobs, stage, expected, answers = {}, {}, {}, {}  # per problem: coroutine, stage index, prompts, responses
     owner, prompt_tokens = [], {}  # owner[i]: (problem, sample) of sample()'s i-th prompt; tokens per problem
     ready, out = [], []  # prompts waiting for a row (problem, sample, text); rows and progress lines to hand out
+    pending = []  # (Future of a row, its prompt tokens): problems whose tests run in the background
     fresh = iter(range(len(records)))
 
     def advance(p, reply):
@@ -524,7 +585,10 @@ def solve(model, tokenizer, records, args, stop_ids, work, progress=None):
                 texts = jobs[p].send(reply)
             except StopIteration as end:
                 del jobs[p]
-                out.append({**end.value, "prompt_tokens": prompt_tokens[p]})
+                if isinstance(end.value, concurrent.futures.Future):  # graded in the background (SciCode)
+                    pending.append((end.value, prompt_tokens[p]))
+                else:
+                    out.append({**end.value, "prompt_tokens": prompt_tokens[p]})
                 return
             stage[p] = stage.get(p, -1) + 1
             prompt_tokens[p] = prompt_tokens.get(p, 0) + sum(len(tokenizer(t, add_special_tokens=False).input_ids)
@@ -575,10 +639,14 @@ def solve(model, tokenizer, records, args, stop_ids, work, progress=None):
             advance(p, reply)
             if p in jobs:  # another stage follows: keep this one, so that a rerun does not decode it again
                 out.append({"progress": records[p]["id"], "stage": s, "samples": reply})
+        graded = [(f, n) for f, n in pending if f.done()]
+        out.extend({**f.result(), "prompt_tokens": n} for f, n in graded)
+        pending[:] = [x for x in pending if x not in graded]
         yield from out
         out.clear()
         t0 = time.perf_counter()
-    yield from out  # problems an interrupted run had decoded to the end
+    out.extend({**f.result(), "prompt_tokens": n} for f, n in pending)  # decoding is over: wait for the tests
+    yield from out  # (and problems an interrupted run had decoded to the end)
 
 
 class SeenTokens:
@@ -601,6 +669,27 @@ class SeenTokens:
 
     def __setitem__(self, index, value):
         self.rows[index] = value
+
+
+def check_problems(problems, args):
+    """One-line errors, before the model loads, for settings these problems cannot use (evaluate.InputError)."""
+    scicode = any(p.get("grading") == "scicode" for p in problems)
+    if not scicode:
+        if args.prompt_format != "chat" or args.scicode_data or args.scicode_official_given:
+            raise evaluate.InputError("--prompt-format raw, --scicode-data and --scicode-official-given are for "
+                                      "SciCode problems (--dataset scicode): drop them for this dataset")
+        return
+    if args.mode in ("self_consistency", "iter_refine"):
+        # voting needs one final answer per sample, and SciCode's official iter-refine gives every round the plain
+        # prompt (its save functions ignore the iteration), so neither has a protocol to reproduce
+        raise evaluate.InputError(f"--mode {args.mode} is not defined for SciCode (no final answer to vote on; the "
+                                  "official refinement rounds never saw their previous code): use greedy, sample, "
+                                  "adaptive_temp or em_inf")
+    if not args.scicode_data:
+        raise evaluate.InputError("SciCode needs --scicode-data DIR: SciCode's eval/data folder with test_data.h5 (the "
+                                  "Google Drive folder in SciCode's README) and 13.6.txt, 62.1.txt, 76.3.txt (its git "
+                                  "repository)")
+    evaluate.check_scicode_data(args.scicode_data, problems)
 
 
 def result_row(rec, samples, args):
@@ -640,7 +729,8 @@ def main(argv=None):
         fail(f"--out {args.out} is a folder: pass a results file, e.g. {os.path.join(args.out, os.path.basename(default_out(args)))}")
     rank, world, device, dtype = setup(args)
     try:
-        problems = evaluate.load_problems(args.dataset, limit=args.limit)
+        problems = evaluate.load_problems(args.dataset, limit=args.limit, prompt_style=args.prompt_style)
+        check_problems(problems, args)
     except evaluate.InputError as e:
         fail(str(e))
     check_results(args)
@@ -722,6 +812,10 @@ def common_args(p, *, batch_size_default, batch_size_help):
                         "the paper's first benchmark; train on your own prompts file)")
     p.add_argument("--limit", type=int, default=None,
                    help="use only the first N problems (default: all; ours: smoke runs)")
+    p.add_argument("--prompt-style", default="official", choices=evaluate.PROMPT_STYLES,
+                   help="livecodebench only: official = the official evaluation's prompt (LiveCodeBench's question "
+                        "template and the Eurus system prompt), its code extraction and 6 s per test; ours = our "
+                        "LiveCodeBench-style prompt, the last fenced block and 10 s (official lcb_runner)")
     p.add_argument("--batch-size", type=int, default=batch_size_default, help=batch_size_help)
     p.add_argument("--max-new-tokens", type=int, default=4096,
                    help="response length cap (paper Sec. 4: 4096; 3072 for training)")
@@ -936,7 +1030,8 @@ def _merge(cache, attn, new_cache, new_attn):
 # "samples"} keep the finished stages of a problem that has more (iter_refine rounds, SciCode steps) for a rerun.
 # settings that change the responses: a results file must not mix two of them
 RUN_KEYS = ["model", "dataset", "mode", "delta", "lr", "steps", "kl_weight", "temperature", "alpha", "n",
-            "max_new_tokens", "seed", "top_k", "top_p", "repetition_penalty", "prob_floor", "rounds"]
+            "max_new_tokens", "seed", "top_k", "top_p", "repetition_penalty", "prob_floor", "rounds", "prompt_format",
+            "prompt_style", "scicode_official_given"]
 
 
 def default_out(args):
@@ -1076,6 +1171,10 @@ def summarize(args, model, tokenizer, problems, work):
                "flops": 2 * params * (prompt_tokens + generated),
                "entropy": mean("entropy"), "sampled_entropy": mean("sampled_entropy"), "em_steps": mean("em_steps"),
                "out": args.out}
+    if rows and all(r.get("grading") == "scicode" for r in rows):  # main problems and scored steps, with counts
+        scores = evaluate.scicode_scores(rows)
+        summary.update(correct=scores["correct"], subproblem_accuracy=round(scores["subproblem_accuracy"] or 0, 4),
+                       sub_correct=scores["sub_correct"], sub_total=scores["sub_total"])
     if args.mode == "iter_refine":  # every round's accuracy; `accuracy` is the last round's
         summary["round_accuracy"] = [round(sum(r["rounds"][i]["correct"] for r in rows) / max(len(rows), 1), 4)
                                      for i in range(args.rounds)]
@@ -1089,6 +1188,10 @@ def summarize(args, model, tokenizer, problems, work):
     print(f"| {args.mode} | {len(rows)} | {summary['accuracy']:.1%} | {generated} | {cell(summary['tokens_per_second'], '.1f')} "
           f"| {cell(summary['occupancy'], '.3f')} | {summary['flops'] / 1e12:.3g} | {cell(summary['entropy'], '.3f')} "
           f"| {cell(summary['em_steps'], '.2f')} |")
+    if "sub_total" in summary:
+        print(f"\nSciCode: main problems {summary['correct']}/{len(rows)} = {summary['accuracy']:.1%}, subproblems "
+              f"{summary['sub_correct']}/{summary['sub_total']} = {summary['subproblem_accuracy']:.1%} (given steps "
+              f"excluded: 65 and 288 on the test split)")
     print(json.dumps(summary), flush=True)
     return summary
 

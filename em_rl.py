@@ -334,8 +334,10 @@ def main(argv=None):
         fail(f"--mini-batch-size {args.mini_batch_size} must be divisible by the number of processes ({world}): pass a "
              f"multiple of {world} that divides --batch-size, or leave it out")
     try:
-        problems = evaluate.load_problems(args.dataset, limit=args.limit, require_answer=False)  # unlabeled
-        eval_problems = evaluate.load_problems(args.eval_dataset, limit=args.eval_limit) if args.eval_dataset else []
+        problems = evaluate.load_problems(args.dataset, limit=args.limit, require_answer=False,  # unlabeled
+                                          prompt_style=args.prompt_style)
+        eval_problems = (evaluate.load_problems(args.eval_dataset, limit=args.eval_limit, prompt_style=args.prompt_style)
+                         if args.eval_dataset else [])
     except evaluate.InputError as e:
         fail(str(e))
     if rank == 0:

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import scipy.sparse
+import torch
 
 import evaluate
 from evaluate import InputError
@@ -415,3 +416,127 @@ def test_cli_regrades_a_results_file_from_its_saved_code(records, scicode, tmp_p
     assert res.returncode == 1 and "pass --scicode-data DIR" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     res = cli("--scicode-data", str(tmp_path / "nowhere"))
     assert res.returncode == 2 and "no such folder" in res.stderr and "Traceback" not in res.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# em_inf.py on SciCode: the real decode loop on the tiny model, with scripted responses
+ANSWERS = {"Write add.": CODES["1"][0], "Write bounds.": CODES["1"][1], "Grow a block.": CODES["62"][1],
+           "Integrate x^2.": CODES["3"][0]}
+
+
+def scripted_responses(monkeypatch, tokenizer, answer_for):
+    """em_inf.main's own engine (sample, continuous batching) with make_pick_next replaced by a script: the row of
+    prompt i emits the tokens of answer_for(prompt i's text), then EOS. Returns the prompt texts of the latest run,
+    in the order given."""
+    import em_inf
+
+    given, pos, real_sample = [], {}, em_inf.sample
+
+    def spy_sample(model, tok, prompts, *args, **kwargs):
+        given.clear()  # a new run: its prompt indices start again at 0
+        pos.clear()
+
+        def more(n):
+            texts = prompts(n)
+            given.extend(texts)
+            return texts
+        return real_sample(model, tok, more, *args, **kwargs)
+
+    def make_pick_next(args, seen=None):
+        def pick(z0, rows):
+            out = []
+            for i in rows.tolist():
+                ids = tokenizer(answer_for(given[i]), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+                pos[i] = pos.get(i, -1) + 1
+                out.append(ids[min(pos[i], len(ids) - 1)])
+            return torch.tensor(out), {"entropy": torch.zeros(len(rows))}
+        return pick
+
+    monkeypatch.setattr(em_inf, "sample", spy_sample)
+    monkeypatch.setattr(em_inf, "make_pick_next", make_pick_next)
+    return given
+
+
+def next_step(prompt):
+    """The description of the step a prompt asks for (the text after NEXT STEP's heading)."""
+    return next(d for d in ANSWERS if d in prompt.split("NEXT STEP - PROBLEM STEP AND FUNCTION HEADER:")[1])
+
+
+def run_em_inf(capsys, argv):
+    import em_inf
+
+    capsys.readouterr()
+    em_inf.main(argv)
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return summary
+
+
+def test_em_inf_decodes_step_after_step_with_the_previous_code_in_the_prompt(tiny_model, scicode, tmp_path,
+                                                                             monkeypatch, capsys):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    def answer_for(prompt):
+        return f"Here it is:\n```python\nimport numpy as np\n{ANSWERS[next_step(prompt)]}```\nDone."
+
+    given = scripted_responses(monkeypatch, tok, answer_for)
+    out = tmp_path / "sc.jsonl"
+    summary = run_em_inf(capsys, ["--model", tiny_model, "--dataset", scicode[0], "--scicode-data", scicode[1],
+                                  "--mode", "greedy", "--max-new-tokens", "200", "--batch-size", "2", "--out", str(out)])
+    rows = {r["id"]: r for r in map(json.loads, open(out).read().splitlines()[1:])}
+    # step 1.2's prompt holds step 1.1's extracted code (its import line removed); 62.2's holds the given class
+    bounds = next(p for p in given if next_step(p) == "Write bounds.")
+    assert CODES["1"][0].strip() in bounds and "import numpy" not in bounds.split("NEXT STEP")[0]
+    assert GIVEN_62.strip() in next(p for p in given if next_step(p) == "Grow a block.")
+    assert bounds.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
+    # the import line is removed, its newline stays (SciCode's re.sub)
+    assert [s["code"] for s in rows["1"]["steps"]] == ["\n" + c for c in CODES["1"]] and rows["62"]["steps"][0]["given"]
+    assert rows["1"]["steps"][1]["prompt"] == evaluate.scicode_prompt(records_of(scicode)["1"], 1,
+                                                                      ["\n" + CODES["1"][0]])
+    assert all(r["correct"] for r in rows.values()) and summary["accuracy"] == 1.0
+    assert (summary["sub_correct"], summary["sub_total"], summary["subproblem_accuracy"]) == (4, 4, 1.0)
+    assert len(given) == 4 and all(r["tokens"] > 0 and r["prompt_tokens"] > 0 for r in rows.values())
+
+
+def records_of(scicode):
+    return {r["id"]: r for r in evaluate.load_problems(scicode[0])}
+
+
+def test_em_inf_scicode_resumes_mid_problem_and_fails_wrong_code(tiny_model, scicode, tmp_path, monkeypatch, capsys):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    asked, crash = {}, [True]  # prompt text -> its step, in the order first asked
+
+    def answer_for(prompt):
+        step = next_step(prompt)
+        if step == "Write bounds." and crash[0]:
+            raise KeyboardInterrupt  # interrupted while decoding problem 1's second step
+        asked.setdefault(prompt, step)
+        return f"```python\n{ANSWERS[step].replace('-pad', '+pad')}```"  # bounds is wrong now
+
+    scripted_responses(monkeypatch, tok, answer_for)
+    out = tmp_path / "sc.jsonl"
+    argv = ["--model", tiny_model, "--dataset", scicode[0], "--scicode-data", scicode[1], "--mode", "greedy",
+            "--max-new-tokens", "200", "--batch-size", "1", "--limit", "1", "--out", str(out)]
+    with pytest.raises(KeyboardInterrupt):
+        run_em_inf(capsys, argv)
+    assert list(asked.values()) == ["Write add."]
+    progress = [json.loads(line) for line in open(str(out) + ".progress")]
+    assert [(p["progress"], p["stage"]) for p in progress] == [("1", 0)]
+    crash[0] = False
+    summary = run_em_inf(capsys, argv)
+    assert list(asked.values()) == ["Write add.", "Write bounds."]  # step 1.1 was not decoded again
+    [row] = map(json.loads, open(out).read().splitlines()[1:])
+    assert [s["correct"] for s in row["steps"]] == [True, False] and row["correct"] is False
+    assert summary["accuracy"] == 0.0 and (summary["sub_correct"], summary["sub_total"]) == (1, 2)
+    assert not os.path.exists(str(out) + ".progress")
+
+
+@pytest.mark.parametrize("extra, message", [([], "needs --scicode-data"),
+                                            (["--scicode-data", "MISSING", "--mode", "self_consistency"], "not defined"),
+                                            (["--scicode-data", "MISSING"], "MISSING")])
+def test_em_inf_scicode_bad_settings_are_one_line_before_the_model_loads(scicode, extra, message):
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "em_inf.py"), "--model", "no/such-model", "--dataset",
+                           scicode[0], *extra], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
