@@ -410,10 +410,12 @@ def training_prompts(problems, tokenizer, args, rank):
     """Chat prompts of the training problems (problem text only: no answers are used), long ones skipped.
 
     Math problems get the official training prompt: the paper's system prompt (evaluate.build_prompt)
-    and TRAIN_SUFFIX after the problem. Code problems (records with tests) and records graded by another
-    rule than \boxed{} (the CPU demo's "last_number") keep evaluate's prompt for them.
+    and TRAIN_SUFFIX after the problem. Chat-list records (a `prompt` of messages, e.g. Eurus-2-RL-Data's code
+    rows) are rendered by the chat template as they are, nothing added, as the official pipeline does. Code
+    problems (records with tests) and records graded by another rule than \boxed{} (the CPU demo's
+    "last_number") keep evaluate's prompt for them.
     """
-    boxed = [not r.get("tests") and r.get("grading", "boxed") == "boxed" for r in problems]
+    boxed = [not r.get("tests") and not r.get("messages") and r.get("grading", "boxed") == "boxed" for r in problems]
     prompts = [evaluate.build_prompt(tokenizer, {**r, "problem": r["problem"] + TRAIN_SUFFIX} if b else r)
                for r, b in zip(problems, boxed)]
     kept = [p for p in prompts if len(tokenizer(p, add_special_tokens=False).input_ids) <= args.max_prompt_tokens]

@@ -20,6 +20,7 @@ from torch.distributions import Categorical
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 import em_ft
+import evaluate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "EM_COMPILE": "0", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": HERE}
@@ -434,3 +435,35 @@ if __name__ == "__main__":
         load_worker(*sys.argv[2:4])
     else:
         fsdp_worker(*sys.argv[1:4])
+
+
+def test_eurus_chat_prompts_reach_the_model_as_the_chat_template_renders_them(tiny_model, tmp_path, monkeypatch):
+    # Eurus-2-RL-Data code rows: `prompt` is a chat list (system + user); the official pipeline applies the chat
+    # template to it as it is. A real em_ft.py step on the tiny model, the prompts seen by the decode engine
+    from transformers import AutoTokenizer
+
+    system = "\nWhen tackling complex reasoning tasks, you have access to the following actions.\n\n"
+    rows = [{"data_source": "codecontests", "ability": "code", "extra_info": {"split": "train", "index": i},
+             "reward_model": {"style": "rule", "ground_truth": "{}"},
+             "prompt": [{"role": "system", "content": system},
+                        {"role": "user", "content": f"Write a program that prints {i}.\n\nWrite Python code to solve the "
+                                                    "problem. Present the code in \n```python\nYour code\n```\nat the end."}]}
+            for i in range(3)] + [{"data_source": "numina", "ability": "math", "extra_info": {"split": "train", "index": 9},
+                                   "reward_model": {"style": "rule", "ground_truth": "4"},
+                                   "prompt": [{"role": "user", "content": "What is 2 + 2?"}]}]
+    data = tmp_path / "eurus.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seen, real = [], em_ft.sample
+
+    def spy(model, tokenizer, prompts, *args, **kwargs):
+        prompts = list(prompts)
+        seen.extend(prompts)
+        return real(model, tokenizer, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(em_ft, "sample", spy)
+    em_ft.main(["--model", tiny_model, "--dataset", f"{data}:ability=code", "--batch-size", "3", "--micro-batch-size",
+                "3", "--max-new-tokens", "4", "--steps", "1", "--out", str(tmp_path / "run")])
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    expected = {tok.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True) for r in rows[:3]}
+    assert set(seen) == expected and len(seen) == 3  # the math row is not selected
+    assert not any(em_ft.TRAIN_SUFFIX.strip() in p or evaluate.MATH_SYSTEM_PROMPT in p for p in seen)
