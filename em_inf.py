@@ -674,6 +674,9 @@ class SeenTokens:
 def check_problems(problems, args):
     """One-line errors, before the model loads, for settings these problems cannot use (evaluate.InputError)."""
     scicode = any(p.get("grading") == "scicode" for p in problems)
+    if args.mode == "self_consistency" and any(p.get("tests") for p in problems):
+        raise evaluate.InputError("--mode self_consistency votes on final \\boxed{} answers, and code problems have "
+                                  "none (the paper reports it for math): use another mode for this dataset")
     if not scicode:
         if args.prompt_format != "chat" or args.scicode_data or args.scicode_official_given:
             raise evaluate.InputError("--prompt-format raw, --scicode-data and --scicode-official-given are for "

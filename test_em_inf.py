@@ -588,3 +588,13 @@ def test_iter_refine_resumes_from_its_finished_rounds(tiny_model, mini_math, tmp
         assert rows[rid]["rounds"][stage]["response"] == text
     assert summary["generated_tokens"] > 0 and len(summary["round_accuracy"]) == 3
     assert not os.path.exists(str(out) + ".progress")  # every problem has its row: no progress left
+
+
+def test_self_consistency_on_code_problems_is_one_line_before_the_model_loads(tmp_path):
+    data = tmp_path / "code.jsonl"
+    data.write_text(json.dumps({"problem": "Add two numbers.", "tests": "assert add(1, 2) == 3"}) + "\n")
+    proc = subprocess.run([sys.executable, "em_inf.py", "--model", "no/such-model", "--dataset", str(data), "--mode",
+                           "self_consistency"], capture_output=True, text=True, cwd=os.path.dirname(em_inf.__file__),
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2 and "code problems have none" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
