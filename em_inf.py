@@ -47,6 +47,11 @@ eval/UGPhysics/codes/min_entropy_gen.py):
     and the next problem takes its row, so no decode step is spent on finished rows. A row's random
     numbers then depend on which rows share its steps: sampled responses differ from a static batch
     (or from one problem at a time) as any other seed would; greedy responses do not.
+11. SciCode (--dataset scicode): the official code gave EM-INF the raw template text (no chat template), a
+    4096-token cap and Qwen's generation_config sampler, and its baselines (vLLM) the chat template with "You are
+    a helpful assistant." and no cap. Here every mode gets the same prompt, cap and sampler (chat by default;
+    --prompt-format raw --top-k 20 --top-p 0.8 --repetition-penalty 1.05 --prob-floor 1e-9 is the official
+    EM-INF path). Step k is decoded after step k-1 with its code in the prompt, as SciCode's own harness.
 
 The file reads top to bottom as: arguments; the method (minimize_entropy, with minimize_entropy_reference,
 the official per-token Adam loop written plainly, beside it) and the baselines (adaptive_temperature, the
@@ -60,6 +65,10 @@ Commands:
     python em_inf.py --model Qwen/Qwen2.5-Math-7B-Instruct --mode self_consistency --samples-per-prompt 4
     # data parallel on 8 GPUs: the problems are sharded, the results merged into one file
     torchrun --nproc_per_node 8 em_inf.py --model Qwen/Qwen2.5-Math-7B-Instruct --dataset math500
+    # SciCode (test split, with background): SciCode's eval/data folder, see the README
+    python em_inf.py --model Qwen/Qwen2.5-7B-Instruct --dataset scicode --scicode-data SciCode/eval/data --mode greedy
+    # iterative refinement, 3 rounds (Table 3)
+    python em_inf.py --model Qwen/Qwen2.5-Math-7B-Instruct --dataset math500 --mode iter_refine --rounds 3
     # CPU smoke run with SmolLM2-135M-Instruct (the hub id, or local_models/smollm2 from `make local_models`)
     python em_inf.py --model HuggingFaceTB/SmolLM2-135M-Instruct --dataset data/mini_math.jsonl --limit 4 --max-new-tokens 64
 """
