@@ -8,6 +8,10 @@ your final answer within \\boxed{}"). It is compared with the gold answer by mat
 cheap exact/numeric checks first, then math-verify (LaTeX -> sympy; huggingface/Math-Verify) in a
 separate worker process, behind a wrapper of ours that closes math-verify's known gaps.
 
+Physics (UGPhysics, Table 3): the official prompt and the official rule-based judge (answer types, physical
+constants, several answers, precision 1e-2), with one fix a switch undoes: judge="ours" compares the exponents of
+numbers, judge="official" (the paper's) does not. Its section below lists the source and every deviation.
+
 Code: LiveCodeBench's protocol. Call-based tests import the program as a module and run in its namespace; a
 pass needs every test to have run (a random marker after the last one), so an early sys.exit(0) fails.
 stdin/stdout programs run as scripts. Every program runs in sandbox.py's isolation (fresh PID, network and
@@ -15,17 +19,21 @@ mount namespaces under an unprivileged uid, with rlimits; its run_code docstring
 isolated, and the weaker fallback elsewhere).
 
 Public functions, in file order:
-    load_problems(name_or_path, split, limit)   benchmark name or local file -> [{id, problem, answer[, tests]}]
-    build_prompt(tokenizer, record)             the full prompt text of one record (math, code or plain)
+    load_problems(name_or_path, split, limit, require_answer, judge)   benchmark name (ugphysics[:SUBJECT][:en|zh]
+                                                the same way) or local file -> [{id, problem, answer[, tests]}]
+    build_prompt(tokenizer, record)             the full prompt text of one record (math, code, UGPhysics or plain)
     extract_boxed(text)                         the last complete \\boxed{...} of a response
     grade_math(response, gold)                  boxed answer vs gold by mathematical equivalence
     answers_equal(a, b)                         symmetric equivalence of two answers (self-consistency voting)
+    ugphysics_prompt(record)                    UGPhysics's official instruction for one record (EN or ZH)
+    ugphysics_answers(text)                     a response's (or gold's) final answers as UGPhysics's judge reads them
+    grade_ugphysics(response, gold, judge, timeout)   UGPhysics's rule-based judge, "ours" or "official"
     extract_last_number(text), grade_last_number(response, gold)   GSM8K-style grading (the CPU demo)
     extract_code(text)                          the last fenced code block of a response
     pass_at_k(n, c, k)                          the unbiased pass@k estimator
-    grade(record, response)                     one response against its record: code, last number or math
+    grade(record, response, timeout, judge)     one response against its record: code, UGPhysics, last number, math
     plot_runs(run_dirs, out), plot_results(files, out)   training curves, accuracy per results file
-    summarize(path)                             a results file's accuracy and statistics (the CLI's rows)
+    summarize(path, judge)                      a results file's accuracy and statistics (the CLI's rows)
 
 Deliberate differences from the graders people usually compare with: Qwen2.5-Math's `math_equal`
 (evaluation/grader.py of QwenLM/Qwen2.5-Math, the harness Qwen2.5-Math results are usually reported
@@ -47,8 +55,11 @@ with) and plain math-verify 0.9.0:
   8. Plain numbers, integer fractions and a\\times10^{b} are compared by exact arithmetic before sympy is
      involved (the same verdict, ~100x faster); answers over MAX_ANSWER_CHARS match only as identical text.
      Exact values are bounded before they are computed (2^{10^{10}} is left to math-verify and the watchdog).
+  9. Every unescaped `$` is removed from gold answers (at load) and from both sides of a comparison, as Qwen's
+     harness does: OlympiadBench golds hold `$69$,$84$` or ["$69$", "$84$"]. MATH's escaped `\\$18.90` stays
+     (_drop_dollars). A .jsonl / .json saved with a UTF-8 byte-order mark reads like any other.
 
-Usage (re-grade result files, one row per file):
+Usage (re-grade result files, one row per file; --judge official re-grades UGPhysics rows with the paper's judge):
     python evaluate.py runs/greedy.jsonl runs/em_inf.jsonl
 """
 import argparse

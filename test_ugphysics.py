@@ -329,7 +329,7 @@ def test_cli_reports_and_switches_the_judge(tmp_path, capsys):
              "judge": "ours", "response": final("4.88 \\times 10^{20}"), "correct": False},
             {"id": "en-2", "problem": "p", "gold": "\\boxed{b}", "grading": "ugphysics", "judge": "ours",
              "response": final("b"), "correct": True}]
-    path = write_jsonl(tmp_path / "ugp.jsonl", rows)
+    path = write_jsonl(tmp_path / "ugp.jsonl", rows, encoding="utf-8-sig")  # a results file with a byte-order mark
     assert evaluate.main([path]) == 0
     out = capsys.readouterr().out
     assert "| 2 | 50.0% |" in out and f"{path}: UGPhysics rows graded by the rule-based judge ours (numbers compared " \
