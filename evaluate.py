@@ -68,6 +68,7 @@ import base64
 import contextlib
 import decimal
 import fractions
+import functools
 import io
 import json
 import math
@@ -642,7 +643,8 @@ def _sympy_value(x):
 
 def _grader_worker_main():
     """Worker loop: one JSON request per stdin line -> '1' or '0' per line on the protocol pipe. A request is a
-    math-verify comparison {gold, pred, symmetric} or a UGPhysics item {ugphysics: judge, gold: [...], pred: [...]}."""
+    math-verify comparison {gold, pred, symmetric} or a UGPhysics item {ugphysics: judge, gold: [...], pred: [...],
+    precision}."""
     from math_verify.errors import TimeoutException
 
     proto = os.fdopen(os.dup(1), "w")  # the protocol keeps the real stdout ...
@@ -659,7 +661,7 @@ def _grader_worker_main():
         try:
             req = json.loads(line)
             if "ugphysics" in req:  # the UGPhysics judge on normalised answer lists; its value is the judge
-                ok = _ugp_match(req["gold"], req["pred"], req["ugphysics"] == "official")
+                ok = _ugp_match(req["gold"], req["pred"], req["ugphysics"] == "official", req["precision"])
             else:
                 ok = _mv_equal(req["gold"], req["pred"]) or (req["symmetric"] and _mv_equal(req["pred"], req["gold"]))
         except (Exception, TimeoutException):
@@ -1147,25 +1149,61 @@ def _type_time_limit(seconds):
         signal.signal(signal.SIGALRM, previous)
 
 
-# a command name, or the letter e / E outside one: latex2sympy2 reads e as Euler's number and cannot subscript E
-# (E_k is a syntax error), parse_latex reads both as symbols; \mathrm{e} and \mathrm{E} are symbols to both
-_UGP_E = re.compile(r"\\[a-zA-Z]+|[eE]")
+# How sympy's parse_latex tokenises (its LaTeX.g4): a backslash and ALL the letters after it are one token, a
+# command when the whole run is one of these, else a symbol named by the run. UGPhysics's normalisation removes every
+# space, so "\omega t" reaches the parser as \omegat (the symbol omegat to parse_latex; omega*t to latex2sympy2,
+# which splits runs at the commands it knows, so "\times e" = \timese is times Euler's number there).
+_UGP_KEYWORDS = frozenset(
+    "left right quad qquad negmedspace negthickspace thinspace medspace thickspace negthinspace lim to rightarrow "
+    "Rightarrow longrightarrow Longrightarrow int sum prod exp log lg ln sin cos tan csc sec cot arcsin arccos arctan "
+    "arccsc arcsec arccot sinh cosh tanh arsinh arcosh artanh lfloor rfloor lceil rceil sqrt overline times cdot div "
+    "frac dfrac tfrac binom dbinom tbinom mathit neq leq le leqq leqslant geq ge geqq geqslant langle rangle infty pi "
+    "dot ddot hat bar vec tilde widehat widetilde mathbf mathrm boldsymbol".split())
+# an accent on a group (kept whole: \vec{E} is one symbol to latex2sympy2), a command run, or a lone e / E
+_UGP_RUN = re.compile(r"(?P<accent>\\(?:dot|ddot|hat|bar|vec|tilde|widehat|widetilde|mathbf|boldsymbol)\{[^{}]*\})"
+                      r"|\\(?P<run>[a-zA-Z]+)|[eE]")
+
+
+@functools.lru_cache(maxsize=4096)
+def _ugp_one_symbol(name):
+    """Does latex2sympy2 read \\name as the one symbol `name` (Greek letters, \\hbar), as parse_latex does?"""
+    import sympy
+
+    with contextlib.suppress(Exception):
+        return _ugp_latex2sympy("\\" + name) == sympy.Symbol(name)
+    return False
+
+
+def _ugp_token(m):
+    run = m.group("run")
+    if m.group("accent"):
+        return m.group(0)
+    if run is None:  # a lone e or E: a symbol (parse_latex); latex2sympy2 reads e as Euler's number and cannot
+        return f"\\mathrm{{{m.group(0)}}}"  # subscript E (E_k is a syntax error there)
+    if run in _UGP_KEYWORDS or _ugp_one_symbol(run):
+        return "\\ln" if run == "log" else m.group(0)  # parse_latex's \log is the natural log
+    return f"\\mathrm{{{run}}}"  # \omegat: one symbol, as parse_latex reads it
+
+
+def _ugp_latex2sympy(s):
+    from latex2sympy2_extended import latex2sympy
+    from latex2sympy2_extended.latex2sympy2 import ConversionConfig
+
+    return latex2sympy(s, normalization_config=None,
+                       conversion_config=ConversionConfig(interpret_as_mixed_fractions=False, lowercase_symbols=False))
 
 
 def _ugp_parse(s):
     """LaTeX -> a sympy expression or equation, read as sympy's parse_latex reads it (difference U2)."""
     import sympy
-    from latex2sympy2_extended import latex2sympy
-    from latex2sympy2_extended.latex2sympy2 import ConversionConfig
 
     if not isinstance(s, str):  # the EX test hands NV sympy values: parse_latex rejects those too
         raise TypeError("not a LaTeX string")
     if re.search(r"\\[()\[\]]", s):  # \( \) \[ \]: parse_latex rejects math delimiters, latex2sympy2 strips them
         raise ValueError("math delimiters in an answer")
-    s = _UGP_E.sub(lambda m: m.group(0) if len(m.group(0)) > 1 else f"\\mathrm{{{m.group(0)}}}", s)
-    s = re.sub(r"\\log(?![_a-zA-Z])", r"\\ln", s).replace("'", "^{\\prime}")  # \log = ln; x' is not x
-    expr = latex2sympy(s, normalization_config=None,
-                       conversion_config=ConversionConfig(interpret_as_mixed_fractions=False, lowercase_symbols=False))
+    # x' is a new symbol (parse_latex), not x (latex2sympy2 drops the prime); \log_2 keeps its base
+    s = _UGP_RUN.sub(_ugp_token, s).replace("\\ln_", "\\log_").replace("'", "^{\\prime}")
+    expr = _ugp_latex2sympy(s)
     if not isinstance(expr, (sympy.Expr, sympy.Equality)):  # an interval, a set, a tuple, a matrix
         raise TypeError(f"not an expression: {type(expr).__name__}")
     return expr
@@ -1335,7 +1373,7 @@ _UGP_CHECKS = {"MC": _ugp_mc, "TF": _ugp_tf, "NV": _ugp_nv, "IN": _ugp_in, "EX":
                "TUP": _ugp_tup}
 
 
-def _ugp_equal(gold, pred, official, precision=UGPHYSICS_PRECISION):
+def _ugp_equal(gold, pred, official, precision):
     """One gold item and one predicted item: does some answer type's test accept them, as written or with the
     physical constants removed from both? Each type gets UGPHYSICS_TYPE_TIMEOUT seconds; an error is a no."""
     for check in _UGP_CHECKS.values():
@@ -1349,7 +1387,7 @@ def _ugp_equal(gold, pred, official, precision=UGPHYSICS_PRECISION):
     return False
 
 
-def _ugp_match(gold, pred, official):
+def _ugp_match(gold, pred, official, precision):
     """Step 4, worker side: as many predicted items as gold items (checked by the caller), and each gold item
     paired with a distinct predicted one, greedily, visiting the gold items in upstream's order."""
     gold, pred = list(gold), list(pred)
@@ -1357,17 +1395,19 @@ def _ugp_match(gold, pred, official):
     while gold:
         i = (i + 1) % len(gold)
         item = gold[i]
-        match = next((k for k, q in enumerate(pred) if _ugp_equal(item, q, official)), None)
+        match = next((k for k, q in enumerate(pred) if _ugp_equal(item, q, official, precision)), None)
         if match is None:
             return False
         del gold[i], pred[match]
     return True
 
 
-def grade_ugphysics(response, gold, judge="ours", timeout=None):
+def grade_ugphysics(response, gold, judge="ours", timeout=None, precision=UGPHYSICS_PRECISION):
     """Step 5: True when `response` states the answer(s) of `gold` (a UGPhysics `answers` string such as
     "\\boxed{4.88 \\times 10^{23}}") under the rule-based judge: `judge` "ours" (the default) or "official"
-    (difference U1), precision 1e-2, at most `timeout` seconds (UGPHYSICS_TIMEOUT) for the whole item."""
+    (difference U1), relative `precision` (1e-2, the paper's), at most `timeout` seconds (UGPHYSICS_TIMEOUT) for the
+    whole item. `gold` may be another response: upstream's self-consistency votes with this judge, response i as
+    the prediction and response j as the gold, at its default precision 1e-8 (self_consistency_utils.py)."""
     if judge not in JUDGES:
         raise InputError(f"judge {judge!r} is not one of {', '.join(JUDGES)}")
     pred, golds = ugphysics_answers(response), ugphysics_answers(gold)
@@ -1375,9 +1415,9 @@ def grade_ugphysics(response, gold, judge="ours", timeout=None):
         return False
     if len(pred) == 1 and pred == golds:  # the same text: MC accepts it before anything else
         return True
-    key = ("ugphysics", judge, tuple(golds), tuple(pred))
+    key = ("ugphysics", judge, precision, tuple(golds), tuple(pred))
     if key not in _CACHE:
-        verdict = _GRADER.ask({"ugphysics": judge, "gold": golds, "pred": pred},
+        verdict = _GRADER.ask({"ugphysics": judge, "gold": golds, "pred": pred, "precision": precision},
                               UGPHYSICS_TIMEOUT if timeout is None else timeout)
         if len(_CACHE) >= _CACHE_SIZE:
             _CACHE.clear()

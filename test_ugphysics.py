@@ -115,6 +115,14 @@ def test_answer_extraction(text, items):
     assert ugphysics_answers(text) == items
 
 
+def test_precision_is_a_parameter():
+    # 10.05 for 9.99: 0.6% off (within 1e-2), and across a power of ten, so no mantissa test can accept it
+    # (ours: exponents 1 vs 0; official: mantissas 1.00 vs 9.99). Upstream's self-consistency votes at 1e-8.
+    assert grade_ugphysics(final("10.05"), "\\boxed{9.99}") is True
+    assert grade_ugphysics(final("10.05"), "\\boxed{9.99}", precision=1e-8) is False
+    assert grade_ugphysics(final("10.05"), "\\boxed{9.99}", judge="official", precision=1e-8) is False
+
+
 def test_grade_reads_the_record_and_the_switch_overrides_it():
     row = {"id": "en-1", "gold": "\\boxed{4.88 \\times 10^{23}}", "grading": "ugphysics", "judge": "official"}
     wrong_exponent = final("4.88 \\times 10^{20}")
