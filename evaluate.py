@@ -824,11 +824,18 @@ def answers_equal(a, b, timeout=None):
 #      (the default) keeps that test with the exponents compared; judge="official" reproduces the paper's judge.
 #      This is the only difference between the two judges.
 #  U2. LaTeX goes to sympy through latex2sympy2_extended (installed with math-verify), not sympy's parse_latex,
-#      which needs antlr4 4.11 where this project pins 4.13.2 for math-verify. It is set up to read as
-#      parse_latex does (_ugp_parse): symbols keep their case, `e` is a symbol (parse_latex's reading, and the
-#      elementary charge; latex2sympy2 reads Euler's number), \log is ln, 2\frac{1}{2} is a product, and
-#      intervals, sets and tuples are not expressions. An answer only one of the two parsers reads can still get
-#      another verdict.
+#      which needs antlr4 4.11 where this project pins 4.13.2 for math-verify. _ugp_parse makes it read as
+#      parse_latex does: a backslash and all the letters after it are one token (the normalisation removes spaces,
+#      so "\omega t" arrives as \omegat, one symbol), e and E are symbols (the elementary charge; latex2sympy2
+#      reads Euler's number), symbols keep their case, \log is ln, 2\frac{1}{2} is a product, a prime after a
+#      command is dropped and after a letter kept, math delimiters and intervals/sets/tuples do not parse.
+#      Not mimicked: on malformed LaTeX parse_latex silently keeps the longest valid prefix, and the constants
+#      removal often leaves malformed LaTeX (\frac{2m}{\hbar^2} -> \frac{2m}{^2}), so upstream compares prefixes
+#      and accepts e.g. \frac{1.004}{2\pi^2}(...) for \frac{1}{2\pi^2}(...); here such an answer is wrong.
+#      Measured against the official judge run under antlr4 4.11 on 2,147 (response, gold) pairs built from
+#      UGPhysics golds (the Semiconductor Physics set, 300 problems of other subjects; the gold itself, numbers off
+#      by 0.4% and 3%, a wrong exponent, another problem's gold, reordered or missing answers, dropped constants,
+#      no box): judge="official" agrees on 2,130 (99.2%); in all 17 others upstream accepts by prefix reading.
 #  U3. Time limits: the official 5 s per answer type (signal.alarm) is kept, inside the grader's worker process
 #      (its main thread); the whole item has UGPHYSICS_TIMEOUT = 60 s (official: 600 s) from the watchdog, which
 #      also stops what an alarm cannot (one long C-level computation). Over the limit is False, as upstream.
@@ -1199,9 +1206,13 @@ def _ugp_parse(s):
 
     if not isinstance(s, str):  # the EX test hands NV sympy values: parse_latex rejects those too
         raise TypeError("not a LaTeX string")
-    if re.search(r"\\[()\[\]]", s):  # \( \) \[ \]: parse_latex rejects math delimiters, latex2sympy2 strips them
+    # \( \) \[ \]: parse_latex fails on them (where it keeps a valid prefix, "x\]" as x, depends on the rest: not
+    # mimicked); latex2sympy2 would strip them
+    if re.search(r"\\[()\[\]]", s):
         raise ValueError("math delimiters in an answer")
-    # x' is a new symbol (parse_latex), not x (latex2sympy2 drops the prime); \log_2 keeps its base
+    # primes: parse_latex drops them after a command (\Phi' is \Phi) and keeps them after a letter (x' is not x,
+    # where latex2sympy2 would drop them); \log_2 keeps its base
+    s = re.sub(r"(\\[a-zA-Z]+(?:_\{[^{}]*\}|_\w)?)'+", r"\1", s)
     s = _UGP_RUN.sub(_ugp_token, s).replace("\\ln_", "\\log_").replace("'", "^{\\prime}")
     expr = _ugp_latex2sympy(s)
     if not isinstance(expr, (sympy.Expr, sympy.Equality)):  # an interval, a set, a tuple, a matrix

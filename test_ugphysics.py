@@ -61,6 +61,9 @@ EXPRESSIONS = [
     (final("y = 2x + 1"), "\\boxed{2x+1}", True, True),
     # EX compares what follows the first "=": the left side is not looked at
     (final("\\frac{2 e V}{h}"), "\\boxed{\\nu = \\frac{2eV}{h}}", True, True),
+    # spaces are removed, so "\\times e" becomes \\timese: one symbol, as parse_latex reads it (not times Euler's
+    # number, which would make both sides numbers 10x apart, equal mantissas: official would accept)
+    (final("\\frac{10^{-7}}{10^{6} \\times e}"), "\\boxed{\\frac{10^{-8}}{10^{6} \\times e}}", False, False),
 ]
 
 SEVERAL = [
@@ -91,6 +94,8 @@ EXTRACTION = [
     ("\\boxed{3}. Therefore the answer is 7.", "\\boxed{7}", True, True),  # only text after the last "therefore"
     ("\\boxed{3} and then \\boxed{4", "\\boxed{3}", True, True),  # the last box is cut off: the first one
     ("The final answer: 12", "\\boxed{12}", True, True),  # no box: after "answer:"
+    # the trailing ' is stripped from the response; a prime after a command is dropped anyway (parse_latex)
+    ("The answer is \\Phi'", "\\boxed{\\Phi'}", True, True),
     ("I do not know.", "\\boxed{12}", False, False),  # no answer at all
     ("The answer is \\(6.02 \\times 10^{23}\\)", "\\boxed{6.02 \\times 10^{23}}", False, False),  # \( \) stays: no parse
 ]
