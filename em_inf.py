@@ -151,6 +151,9 @@ def parse_args(argv=None):
                    help="SciCode only: give the steps after 13.6 / 62.1 only the first __init__ of those given class "
                         "steps, as upstream's extraction does (default: off, the whole given code; ours: upstream "
                         "loses the class, so 11 later steps cannot pass)")
+    p.add_argument("--ugphysics-judge", default="ours", choices=evaluate.JUDGES,
+                   help="UGPhysics only: the rule-based judge; ours compares numbers with their exponents, official "
+                        "(the paper's) compares only the mantissas, so 2.0e3 == 2.0e5 (ours: a wrong answer is wrong)")
     p.add_argument("--top-k", type=int, default=0,
                    help="keep the k most likely tokens, 0 = off (ours: off; the official EM-INF code leaks Qwen's "
                         "generation_config top-k 20)")
@@ -716,7 +719,7 @@ def result_row(rec, samples, args):
     if len(samples) > 1:
         row["responses"] = texts
         row["corrects"] = [bool(evaluate.grade(rec, t)) for t in texts]
-    for key in ("tests", "grading"):  # what evaluate.grade needs to re-grade the row as it was graded here
+    for key in ("tests", "grading", "judge", "answer_type"):  # what evaluate.grade needs to re-grade the row
         if rec.get(key):
             row[key] = rec[key]
     return row
@@ -741,7 +744,8 @@ def main(argv=None):
         fail(f"--out {args.out} is a folder: pass a results file, e.g. {os.path.join(args.out, os.path.basename(default_out(args)))}")
     rank, world, device, dtype = setup(args)
     try:
-        problems = evaluate.load_problems(args.dataset, limit=args.limit, prompt_style=args.prompt_style)
+        problems = evaluate.load_problems(args.dataset, limit=args.limit, prompt_style=args.prompt_style,
+                                          judge=args.ugphysics_judge)
         check_problems(problems, args)
     except evaluate.InputError as e:
         fail(str(e))
@@ -1043,7 +1047,7 @@ def _merge(cache, attn, new_cache, new_attn):
 # settings that change the responses: a results file must not mix two of them
 RUN_KEYS = ["model", "dataset", "mode", "delta", "lr", "steps", "kl_weight", "temperature", "alpha", "n",
             "max_new_tokens", "seed", "top_k", "top_p", "repetition_penalty", "prob_floor", "rounds", "prompt_format",
-            "prompt_style", "scicode_official_given"]
+            "prompt_style", "scicode_official_given", "ugphysics_judge"]
 
 
 def default_out(args):
@@ -1183,6 +1187,8 @@ def summarize(args, model, tokenizer, problems, work):
                "flops": 2 * params * (prompt_tokens + generated),
                "entropy": mean("entropy"), "sampled_entropy": mean("sampled_entropy"), "em_steps": mean("em_steps"),
                "out": args.out}
+    if any(r.get("grading") == "ugphysics" for r in rows):  # which judge produced `accuracy`
+        summary["ugphysics_judge"] = args.ugphysics_judge
     if rows and all(r.get("grading") == "scicode" for r in rows):  # main problems and scored steps, with counts
         scores = evaluate.scicode_scores(rows)
         summary.update(correct=scores["correct"], subproblem_accuracy=round(scores["subproblem_accuracy"] or 0, 4),
