@@ -1117,7 +1117,7 @@ def answers_equal(a, b, timeout=None):
 #      Measured against the official judge run under antlr4 4.11 on 2,147 (response, gold) pairs built from
 #      UGPhysics golds (the Semiconductor Physics set, 300 problems of other subjects; the gold itself, numbers off
 #      by 0.4% and 3%, a wrong exponent, another problem's gold, reordered or missing answers, dropped constants,
-#      no box): judge="official" agrees on 2,130 (99.2%); in all 17 others upstream accepts by prefix reading.
+#      no box): judge="official" agrees on 2,129 (99.2%); in all 18 others upstream accepts by prefix reading.
 #  U3. Time limits: the official 5 s per answer type (signal.alarm) is kept, inside the grader's worker process
 #      (its main thread); the whole item has UGPHYSICS_TIMEOUT = 60 s (official: 600 s) from the watchdog, which
 #      also stops what an alarm cannot (one long C-level computation). Over the limit is False, as upstream.
