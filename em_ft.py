@@ -35,7 +35,14 @@ optimizer settings below follow its EM-RL verl config):
     one process and through FSDP2's MixedPrecisionPolicy (fp32 gradient reduction) under torchrun.
  6. Stopping: the paper early-stops around 40 steps; --steps is a fixed count (default 40), with
     --eval-dataset/--eval-every to watch accuracy. The learning rate is constant (no warmup), as in
-    the official config.
+    the official config. Two label-free stops of ours, off by default: --stop-entropy (the step's sample
+    entropy fell below X) and --stop-clipped (more than F of its responses hit --max-new-tokens: the collapse
+    into answers that never end); either saves and ends the run cleanly. metrics.jsonl logs clipped_ratio and
+    repeat_4gram (repeated 4-grams within a response) every step to watch for it.
+ 7. LoRA (--lora-rank, ours; the paper fine-tunes every weight): peft adapters on every linear layer of the
+    decoder (not lm_head: the entropy reads its weight directly), the base frozen in --dtype, the adapters in
+    float32 and alone in AdamW. The KL reference is the same model with the adapters switched off, so it costs no
+    second copy. The run folder holds the merged model (a plain transformers folder, float32) and the adapter.
 
 Under torchrun (FSDP2) only rank 0 reads the checkpoint and each rank receives its shards
 (load_for_training). Rollouts and the --eval-dataset pass decode on weights all-gathered once per
@@ -47,12 +54,15 @@ into time_rollout and time_update (the slowest rank's).
 
 The file reads top to bottom as: arguments; the method (entropy_loss_sums, train_step); main; then the
 training plumbing that em_rl.py imports from here: the training flags, FSDP2 loading and sharding, gathered
-rollouts, micro-batches, the chunked entropy / log-prob forward, the eval pass, checkpoints, resume, metrics
-and the torchrun exit. The decode engine (sample), model loading and setup come from em_inf.py.
+rollouts, the model to train (load_training: full fine-tuning or LoRA, with its KL reference), micro-batches,
+the chunked entropy / log-prob forward, the eval pass, the collapse metrics and early stops, checkpoints,
+resume, metrics with the experiment trackers (RunLog) and the torchrun exit. The decode engine (sample), model loading and setup come from em_inf.py.
 
 Commands:
-  1 GPU (a 1.5B model fits 80 GB with fp32 AdamW; 7B needs FSDP):
+  1 GPU (a 1.5B model fits 80 GB with fp32 AdamW; 7B needs FSDP, or LoRA: ~24 GB, README "One GPU: LoRA"):
     python em_ft.py --model Qwen/Qwen2.5-Math-1.5B --dataset numina.jsonl --micro-batch-size 16 --out runs/em_ft_1p5b
+    python em_ft.py --model Qwen/Qwen2.5-Math-7B --dataset numina.jsonl --lora-rank 16 --lr 1e-5 \
+        --gradient-checkpointing --micro-batch-size 4 --rollout-batch-size 32 --track wandb --out runs/em_ft_7b_lora
   8 GPUs, FSDP2 (the paper's setup):
     torchrun --nproc_per_node 8 em_ft.py --model Qwen/Qwen2.5-Math-7B --dataset numina.jsonl \
         --gradient-checkpointing --eval-dataset math500 --eval-every 10 --out runs/em_ft_7b
@@ -1069,6 +1079,7 @@ class TrackioTracker:
         if completions:
             columns, rows = completions_table(completions)
             numbers = {**numbers, "completions": self.trackio.Table(columns=columns, data=rows)}
+        numbers = {k: v for k, v in numbers.items() if k != "step"}  # trackio's own key: given as step=
         self.trackio.log(numbers, step=step)
 
     def close(self):

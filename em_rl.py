@@ -40,7 +40,9 @@ Differences from the paper and the official code (shivamag125/EM_PT, a vendored 
     reference log-probs and the update all use softmax(z / --temperature), the distribution the
     tokens were sampled from, as verl divides the logits by the rollout temperature (the paper's
     T = 1 changes nothing); we scale the final hidden states instead, (h / T) W^T = z / T.
- 6. Precision, training data and schedule as em_ft.py: float32 master weights, the forward in --dtype
+ 6. As em_ft.py (its differences 6 and 7): the label-free early stops (--stop-entropy, --stop-clipped) and LoRA
+    (--lora-rank), whose KL reference is the policy with its adapters off.
+ 7. Precision, training data and schedule as em_ft.py: float32 master weights, the forward in --dtype
     (bf16 on CUDA); the paper trains on 35K NuminaMath prompts (--dataset defaults to math500 only
     because evaluate.py names it); constant learning rate; --steps is a fixed count. Training prompts
     are the official ones: the paper's system prompt and the problem followed by TRAIN_SUFFIX (verl's
@@ -59,8 +61,10 @@ flags and the loop. Rollouts, the chunked forward, FSDP2, checkpoints and metric
 the decode engine is em_inf.py's.
 
 Commands:
-  1 GPU (a 1.5B model fits 80 GB with fp32 AdamW; 7B needs FSDP):
+  1 GPU (a 1.5B model fits 80 GB with fp32 AdamW; 7B needs FSDP, or LoRA: README "One GPU: LoRA"):
     python em_rl.py --model Qwen/Qwen2.5-Math-1.5B --dataset numina.jsonl --micro-batch-size 16 --out runs/em_rl_1p5b
+    python em_rl.py --model Qwen/Qwen2.5-Math-7B --dataset numina.jsonl --lora-rank 16 --lr 1e-5 \
+        --gradient-checkpointing --micro-batch-size 4 --rollout-batch-size 32 --track wandb --out runs/em_rl_7b_lora
   4 GPUs, FSDP2 (the paper's setup: 512 prompts x 4 rollouts per step, 4 PPO mini-batches):
     torchrun --nproc_per_node 4 em_rl.py --model Qwen/Qwen2.5-Math-7B --dataset numina.jsonl --reward token \
         --gradient-checkpointing --eval-dataset math500 --eval-every 10 --out runs/em_rl_token_7b

@@ -281,12 +281,12 @@ def test_lora_em_rl_resume_equals_an_uninterrupted_run_and_continues_its_tracker
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))  # read when trackio is first imported: below
     flags = ["--lora-rank", "4", "--lr", "5e-2", "--kl-coef", "0.1", "--save-every", "1", "--log-completions", "1"]
-    full = rl(tiny_model, mini_math, tmp_path / "full", "--steps", "4", *flags)
+    full = rl(tiny_model, mini_math, tmp_path / "full", "--steps", "3", *flags)
     part = tmp_path / "part"
     tracked = [*flags, "--track", "wandb,trackio", "--project", "resume-test"]
     rl(tiny_model, mini_math, part, "--steps", "2", *tracked)
-    resumed = rl(tiny_model, mini_math, part, "--steps", "4", *tracked)
-    assert [m["step"] for m in resumed] == [1, 2, 3, 4]
+    resumed = rl(tiny_model, mini_math, part, "--steps", "3", *tracked)
+    assert [m["step"] for m in resumed] == [1, 2, 3]
     for a, b in zip(full, resumed):
         for key in ("loss", "reward", "entropy", "kl", "grad_norm", "response_length", "clipped_ratio", "repeat_4gram"):
             assert a[key] == b[key], (a["step"], key)
@@ -301,14 +301,14 @@ def test_lora_em_rl_resume_equals_an_uninterrupted_run_and_continues_its_tracker
         assert torch.equal(a, b), k
     # completions.jsonl appended, the reward of each logged rollout with it
     rows = metrics(part, "completions.jsonl")
-    assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(isinstance(r["reward"], float) for r in rows)
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(isinstance(r["reward"], float) for r in rows)
     # wandb: the resumed run continues the same run id (a second offline folder of it, `wandb sync` joins them)
     runs = [wandb_history(d) for d in sorted(glob.glob(str(part / "wandb" / "offline-run-*")))]
-    assert len({run.run_id for run, _ in runs}) == 1 and [[r["step"] for r in rows] for _, rows in runs] == [[1, 2], [3, 4]]
-    # trackio: one run of the project, steps 1-4 once each
+    assert len({run.run_id for run, _ in runs}) == 1 and [[r["step"] for r in rows] for _, rows in runs] == [[1, 2], [3]]
+    # trackio: one run of the project, steps 1-3 once each
     db = sqlite3.connect(tmp_path / "trackio" / "resume-test.db")
     got = db.execute("SELECT run_name, step, metrics FROM metrics ORDER BY step").fetchall()
-    assert [(name, step) for name, step, _ in got] == [("part", s) for s in (1, 2, 3, 4)]
+    assert [(name, step) for name, step, _ in got] == [("part", s) for s in (1, 2, 3)]
     assert [json.loads(m)["entropy"] for _, _, m in got] == pytest.approx([m["entropy"] for m in resumed])
 
 
@@ -330,25 +330,23 @@ def test_chat_template_kwargs_reach_every_chat_prompt(kwarg_model):
     assert [evaluate.build_prompt(tok, r) for r in records] == plain
 
 
-def test_em_inf_takes_chat_template_kwargs_and_rejects_bad_json_in_one_line(kwarg_model, mini_math, tmp_path):
-    def run(*extra):
-        out = tmp_path / f"r{len(os.listdir(tmp_path))}.jsonl"
-        proc = subprocess.run([sys.executable, os.path.join(HERE, "em_inf.py"), "--model", kwarg_model, "--dataset",
-                               mini_math, "--limit", "2", "--max-new-tokens", "2", "--mode", "greedy", "--out", str(out),
-                               *extra], env=ENV, capture_output=True, text=True, timeout=300)
-        return proc, out
+def test_em_inf_takes_chat_template_kwargs_and_rejects_bad_json_in_one_line(kwarg_model, mini_math, tmp_path, capsys):
+    def run(out, *extra):
+        em_inf.main(["--model", kwarg_model, "--dataset", mini_math, "--limit", "2", "--max-new-tokens", "2", "--mode",
+                     "greedy", "--out", str(tmp_path / out), *extra])
+        return em_inf.read_results(str(tmp_path / out))
 
-    proc, out = run("--chat-template-kwargs", '{"enable_thinking": false}')
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    plain_proc, plain_out = run()
-    tok = AutoTokenizer.from_pretrained(kwarg_model)
-    extra = len(tok("NO-THINK\n", add_special_tokens=False).input_ids)
-    rows, plain_rows = (em_inf.read_results(str(o))[1] for o in (out, plain_out))
-    assert {i: r["prompt_tokens"] for i, r in rows.items()} == {i: r["prompt_tokens"] + extra for i, r in plain_rows.items()}
-    assert em_inf.read_results(str(out))[0]["chat_template_kwargs"] == {"enable_thinking": False}
-    bad, _ = run("--chat-template-kwargs", "{'enable_thinking': False}")
-    assert bad.returncode == 2 and bad.stderr.startswith("error: --chat-template-kwargs is not valid JSON")
-    assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+    config, rows = run("kwargs.jsonl", "--chat-template-kwargs", '{"enable_thinking": false}')
+    _, plain = run("plain.jsonl")
+    extra = len(AutoTokenizer.from_pretrained(kwarg_model)("NO-THINK\n", add_special_tokens=False).input_ids)
+    assert {i: r["prompt_tokens"] for i, r in rows.items()} == {i: r["prompt_tokens"] + extra for i, r in plain.items()}
+    assert config["chat_template_kwargs"] == {"enable_thinking": False}
+    capsys.readouterr()
+    for bad, message in [("{'enable_thinking': False}", "is not valid JSON"), ('"yes"', "must be a JSON object")]:
+        with pytest.raises(SystemExit) as e:
+            run("bad.jsonl", "--chat-template-kwargs", bad)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: --chat-template-kwargs") and message in err[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,8 +366,11 @@ def test_lora_fsdp_two_processes_match_one_process(tiny_model, tmp_path):
     for name in ("model.safetensors", os.path.join("adapter", "adapter_model.safetensors")):
         a, b = load_file(tmp_path / "one" / name), load_file(tmp_path / "two" / name)
         assert a.keys() == b.keys(), name
-        for k in a:  # Adam's 1/sqrt(v) turns float32 summation-order noise into ~1e-6 of weight change
-            torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-5, msg=k)
+        # B = 0 at step 1, so the second step is Adam's first on A: m / sqrt(v) = g / |g| for every entry, and an
+        # entry with a near-zero gradient moves by float32 summation-order noise (measured: up to 1.2e-4, a handful
+        # of entries); a wrong gradient would move entries by ~lr = 1e-2
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], atol=3e-4, rtol=1e-4, msg=k)
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "two")
     ids = torch.tensor([[5, 17, 33, 2, 90]])
     with torch.no_grad():
@@ -381,7 +382,6 @@ def test_lora_fsdp_two_processes_match_one_process(tiny_model, tmp_path):
 def lora_worker(model_dir, out):
     """Two AdamW steps of LoRA EM-FT with the frozen base as KL reference on SEQS (each rank its half under
     torchrun, micro-batches of 1 with gradient checkpointing), then save_checkpoint into out."""
-    import torch.distributed as dist
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
