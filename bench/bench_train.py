@@ -19,7 +19,7 @@ processes: step memory and the largest tensor any op creates ([chunk, V] vs [B *
 Rollout (bench_rollout_batching): continuous batching's refill against dropping finished rows.
 torchrun (bench_torchrun_rollout, bench_torchrun_load): real em_rl.py runs, one process against 2 ranks
 (gloo, OMP_NUM_THREADS=1), per-rank rollout tokens/s from metrics.jsonl's time_rollout; then rank 1's
-resident memory while em_rl.load_for_training loads SmolLM2 and a random model of 7B proportions.
+resident memory while em_ft.load_for_training loads SmolLM2 and a random model of 7B proportions.
 Prints markdown tables.
 """
 import argparse
@@ -424,12 +424,12 @@ def load_child(model_path):
         marks["transfer_peak"] = peak_mib(device)
 
     em_ft.set_model_state_dict = probed  # load_for_training's own global
-    model, _ = em_rl.load_for_training(args, rank, world, device, torch.float32)
+    model, _ = em_ft.load_for_training(args, rank, world, device, torch.float32)
     marks["after"], marks["peak"] = rss_mib(), peak_mib(device)
     full = [p.numel() for p in model.parameters()]  # a DTensor's numel is the full (unsharded) one
     if rank == 1:
         print(json.dumps({**marks, "model_mib": sum(full) * 4 / 2**20, "largest_mib": max(full) * 4 / 2**20}), flush=True)
-    em_rl.leave_torchrun(0)
+    em_ft.leave_torchrun(0)
 
 
 def proportioned_model(path):
@@ -454,7 +454,7 @@ def bench_torchrun_load(a, tmp):
     models = {"SmolLM2-135M-Instruct (tied embedding: 21% of it)": os.path.join(ROOT, "local_models", "smollm2"),
               "random model of 7B proportions (largest tensor 7%)": os.path.join(tmp, "proportioned")}
     proportioned_model(models["random model of 7B proportions (largest tensor 7%)"])
-    print("\n### rank 1's memory while loading under torchrun (2 ranks, gloo): em_rl.load_for_training, float32 master "
+    print("\n### rank 1's memory while loading under torchrun (2 ranks, gloo): em_ft.load_for_training, float32 master "
           "weights; resident memory (RSS) in MiB and as a fraction of the full float32 model\n")
     print("command: `python bench/bench_train.py --sections torchrun`\n")
     print("| model | full fp32 model | largest tensor | RSS before loading | peak - before | transfer peak - transfer start "
