@@ -20,6 +20,9 @@ Rollout (bench_rollout_batching): continuous batching's refill against dropping 
 torchrun (bench_torchrun_rollout, bench_torchrun_load): real em_rl.py runs, one process against 2 ranks
 (gloo, OMP_NUM_THREADS=1), per-rank rollout tokens/s from metrics.jsonl's time_rollout; then rank 1's
 resident memory while em_ft.load_for_training loads SmolLM2 and a random model of 7B proportions.
+LoRA (bench_lora): peak resident memory of em_ft.load_training plus two EM-FT training steps on a fixed
+micro-batch, full fine-tuning against --lora-rank adapters, each with and without the KL reference (a second copy
+for full fine-tuning, the adapters switched off for LoRA), on SmolLM2-135M, each variant in fresh processes.
 Prints markdown tables.
 """
 import argparse
