@@ -362,6 +362,11 @@ def test_lora_fsdp_two_processes_match_one_process(tiny_model, tmp_path):
         for key in ("loss", "entropy", "kl", "grad_norm"):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
     assert two["stats"][1]["kl"] > 0
+    # the gathered decoder is the trained policy, adapters on: the one process's logits, not the base's
+    torch.testing.assert_close(two["decode_logits"], one["decode_logits"], atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        base = AutoModelForCausalLM.from_pretrained(tiny_model)(input_ids=torch.tensor([[5, 17, 33, 2, 90]])).logits
+    assert (two["decode_logits"] - base).abs().max() > 1e-3
     from safetensors.torch import load_file
     for name in ("model.safetensors", os.path.join("adapter", "adapter_model.safetensors")):
         a, b = load_file(tmp_path / "one" / name), load_file(tmp_path / "two" / name)
@@ -396,7 +401,10 @@ def lora_worker(model_dir, out):
     batches = [collate([s], tok.pad_token_id) for s in mine] if world > 1 else [collate(mine, tok.pad_token_id)]
     stats = [em_ft.train_step(model, ref, optimizer, batches, args, world, device, dtype) for _ in range(2)]
     em_ft.save_checkpoint(model, optimizer, tok, 2, args, device, rank, world)
-    result = {"stats": stats}
+    # what the rollouts decode with: under FSDP2 a plain peft module tree on the gathered tensors
+    with em_ft.gathered(model) as decoder, torch.no_grad():
+        logits = decoder(input_ids=torch.tensor([[5, 17, 33, 2, 90]])).logits
+    result = {"stats": stats, "decode_logits": logits}
     if world > 1:
         if rank == 0:
             torch.save(result, os.path.join(out, "result.pt"))
