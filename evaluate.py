@@ -34,6 +34,7 @@ Differences from the official code are listed where they apply (build_prompt, gr
 Public functions, in file order:
     load_problems(name_or_path, split, limit, require_answer, prompt_style)
                                                 benchmark name or local file -> records (its docstring lists them)
+    render_chat(tokenizer, messages)            the one chat-template call (with tokenizer.chat_template_kwargs)
     chat_prompt(tokenizer, messages)            a chat-list prompt as the chat template renders it
     leetcode_prompt(tokenizer, problem), lcb_prompt(tokenizer, problem)   the official code prompts
     build_prompt(tokenizer, record)             the full prompt text of one record (chat list, code, math or plain)
@@ -593,15 +594,25 @@ def load_problems(name_or_path, split=None, limit=None, require_answer=True, pro
 # Prompts
 
 
+def render_chat(tokenizer, messages):
+    """The chat template with the generation prompt, as text: every chat prompt of the three scripts comes from here.
+
+    Extra template variables come from the tokenizer itself, tokenizer.chat_template_kwargs (a dict), which
+    em_inf.load_model sets from --chat-template-kwargs (e.g. {"enable_thinking": false} for Qwen3's template): the
+    prompt functions below and their callers take (tokenizer, record) and need no argument of their own for it."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                         **(getattr(tokenizer, "chat_template_kwargs", None) or {}))
+
+
 def _chat(tokenizer, system, user):
     """Chat template with a system message and the generation prompt; plain text for base tokenizers."""
     if getattr(tokenizer, "chat_template", None):
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         try:
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return render_chat(tokenizer, messages)
         except Exception:  # some templates (e.g. Gemma) reject a system role: fold it into the user turn
             messages = [{"role": "user", "content": f"{system}\n\n{user}"}]
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return render_chat(tokenizer, messages)
     # no chat template (a base model): the same instruction as plain text the model can continue
     return f"{system}\n\nQuestion: {user}\n\nAnswer:"
 
@@ -618,8 +629,7 @@ def plain_prompt(tokenizer, problem):
     """The problem as the only user message, with the model's own default system prompt: for records with
     grading "last_number" (a small model that never writes \\boxed{} still states its answer last)."""
     if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": problem}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_chat(tokenizer, [{"role": "user", "content": problem}])
     return f"Question: {problem}\n\nAnswer:"
 
 
@@ -629,7 +639,7 @@ def chat_prompt(tokenizer, messages):
     if not getattr(tokenizer, "chat_template", None):
         raise InputError("chat-list prompts need a tokenizer with a chat template; this one has none")
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_chat(tokenizer, messages)
     except Exception as e:  # e.g. a template that rejects the system role
         raise InputError(f"the chat template cannot render these messages: {str(e).splitlines()[0][:200]}") from None
 

@@ -396,4 +396,4 @@ if __name__ == "__main__":  # the 2-process half of test_fsdp2_update_equals_the
     dist.all_gather_object(gathered, mine)
     if dist.get_rank() == 0:
         torch.save({"delta": d, "stats": s, "samples": {r: v for g in gathered for r, v in g.items()}}, sys.argv[2])
-    em_rl.leave_torchrun(0)  # as at the end of em_rl.main (see there why)
+    em_ft.leave_torchrun(0)  # as at the end of em_rl.main (em_ft.finish_run; see leave_torchrun why)

@@ -19,7 +19,10 @@ processes: step memory and the largest tensor any op creates ([chunk, V] vs [B *
 Rollout (bench_rollout_batching): continuous batching's refill against dropping finished rows.
 torchrun (bench_torchrun_rollout, bench_torchrun_load): real em_rl.py runs, one process against 2 ranks
 (gloo, OMP_NUM_THREADS=1), per-rank rollout tokens/s from metrics.jsonl's time_rollout; then rank 1's
-resident memory while em_rl.load_for_training loads SmolLM2 and a random model of 7B proportions.
+resident memory while em_ft.load_for_training loads SmolLM2 and a random model of 7B proportions.
+LoRA (bench_lora): peak resident memory of em_ft.load_training plus two EM-FT training steps on a fixed
+micro-batch, full fine-tuning against --lora-rank adapters, each with and without the KL reference (a second copy
+for full fine-tuning, the adapters switched off for LoRA), on SmolLM2-135M, each variant in fresh processes.
 Prints markdown tables.
 """
 import argparse
@@ -424,12 +427,12 @@ def load_child(model_path):
         marks["transfer_peak"] = peak_mib(device)
 
     em_ft.set_model_state_dict = probed  # load_for_training's own global
-    model, _ = em_rl.load_for_training(args, rank, world, device, torch.float32)
+    model, _ = em_ft.load_for_training(args, rank, world, device, torch.float32)
     marks["after"], marks["peak"] = rss_mib(), peak_mib(device)
     full = [p.numel() for p in model.parameters()]  # a DTensor's numel is the full (unsharded) one
     if rank == 1:
         print(json.dumps({**marks, "model_mib": sum(full) * 4 / 2**20, "largest_mib": max(full) * 4 / 2**20}), flush=True)
-    em_rl.leave_torchrun(0)
+    em_ft.leave_torchrun(0)
 
 
 def proportioned_model(path):
@@ -454,7 +457,7 @@ def bench_torchrun_load(a, tmp):
     models = {"SmolLM2-135M-Instruct (tied embedding: 21% of it)": os.path.join(ROOT, "local_models", "smollm2"),
               "random model of 7B proportions (largest tensor 7%)": os.path.join(tmp, "proportioned")}
     proportioned_model(models["random model of 7B proportions (largest tensor 7%)"])
-    print("\n### rank 1's memory while loading under torchrun (2 ranks, gloo): em_rl.load_for_training, float32 master "
+    print("\n### rank 1's memory while loading under torchrun (2 ranks, gloo): em_ft.load_for_training, float32 master "
           "weights; resident memory (RSS) in MiB and as a fraction of the full float32 model\n")
     print("command: `python bench/bench_train.py --sections torchrun`\n")
     print("| model | full fp32 model | largest tensor | RSS before loading | peak - before | transfer peak - transfer start "
@@ -478,20 +481,82 @@ def bench_torchrun_load(a, tmp):
           "the modeling code imported); 'transfer' is set_model_state_dict alone: the shards plus one full tensor in flight.")
 
 
+# ---------------------------------------------------------------------------------------------
+# LoRA (--lora-rank): the memory of one EM-FT training step with and without adapters
+# ---------------------------------------------------------------------------------------------
+LORA_ROWS, LORA_PROMPT_LEN, LORA_RESPONSE_LEN = 2, 32, 256  # one micro-batch of 2 x (32 + 256) tokens
+
+
+def lora_child(model_path, lora_rank, kl_coef, steps=2):
+    """em_ft.load_training (the real loading: LoRA or not, the reference) and `steps` EM-FT training steps on a fixed
+    batch of random tokens; prints peak resident memory after loading and after the steps. Two steps: AdamW
+    allocates its moments at the first one, so the second shows the steady state."""
+    args = em_ft.parse_args(["--model", model_path, "--lora-rank", str(lora_rank), "--kl-coef", str(kl_coef),
+                             "--micro-batch-size", str(LORA_ROWS), "--out", tempfile.mkdtemp(), "--lr", "1e-4"])
+    rank, world, device, dtype = em_ft.setup(args)
+    model, tokenizer, ref_model, optimizer = em_ft.load_training(args, None, rank, world, device, dtype)
+    loaded = peak_mib(device)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (LORA_ROWS, LORA_PROMPT_LEN + LORA_RESPONSE_LEN), generator=g)
+    resp = torch.zeros_like(ids)
+    resp[:, LORA_PROMPT_LEN:] = 1
+    batch = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device), "response_mask": resp.to(device)}
+    seconds = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        stats = em_ft.train_step(model, ref_model, optimizer, [batch], args, world, device, dtype)
+        seconds.append(time.perf_counter() - t0)
+    print(json.dumps({"loaded_mib": loaded, "peak_mib": peak_mib(device), "step_s": seconds[-1], "loss": stats["loss"],
+                      "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                      "params": sum(p.numel() for p in model.parameters())}))
+
+
+def bench_lora(a):
+    if not os.path.isdir(a.lora_model):
+        print(f"\n(lora skipped: {a.lora_model} does not exist, run `make local_models`)")
+        return
+    variants = [(0, 0.0), (a.lora_rank, 0.0), (0, 0.001), (a.lora_rank, 0.001)]
+    runs = {v: [] for v in variants}
+    for _ in range(a.repeats):  # interleaved, each in a fresh process (its own peak)
+        for rank, kl in variants:
+            runs[(rank, kl)].append(run_function_child(f"lora_child({a.lora_model!r}, {rank}, {kl})"))
+    print(f"\n### EM-FT step memory with and without LoRA, {os.path.basename(a.lora_model.rstrip('/'))}, one micro-batch "
+          f"of {LORA_ROWS} x ({LORA_PROMPT_LEN} + {LORA_RESPONSE_LEN}) tokens, float32 on CPU (median of {a.repeats} "
+          f"fresh processes; peak RSS after em_ft.load_training and after 2 training steps)\n")
+    print(f"command: `python bench/bench_train.py --sections lora --lora-model {a.lora_model} --lora-rank {a.lora_rank} "
+          f"--repeats {a.repeats}` (load {os.getloadavg()[0]:.1f})\n")
+    print("| variant | trainable parameters | peak RSS after loading, MiB | peak RSS after 2 steps, MiB | second step s |")
+    print("|---|---|---|---|---|")
+    med = {}
+    for (rank, kl), rs in runs.items():
+        m = {k: statistics.median(r[k] for r in rs) for k in ("loaded_mib", "peak_mib", "step_s")}
+        med[(rank, kl)] = m
+        name = (f"LoRA r={rank}" if rank else "full fine-tuning") + (f", KL {kl:g} (reference: "
+                                                                       + ("adapters off" if rank else "second copy") + ")" if kl else "")
+        print(f"| {name} | {rs[0]['trainable']:,} of {rs[0]['params']:,} | {m['loaded_mib']:.0f} | {m['peak_mib']:.0f} | "
+              f"{m['step_s']:.2f} |")
+    full, lora = med[(0, 0.0)], med[(a.lora_rank, 0.0)]
+    print(f"\nLoRA saves {full['peak_mib'] - lora['peak_mib']:.0f} MiB of peak RSS ({full['peak_mib'] / lora['peak_mib']:.2f}x "
+          f"lower); with the KL reference {med[(0, 0.001)]['peak_mib'] - med[(a.lora_rank, 0.001)]['peak_mib']:.0f} MiB")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=os.path.join(ROOT, "local_models", "qwen-shaped"), help="model folder (make local_models)")
     p.add_argument("--response-tokens", type=int, default=1024, help="max new tokens per sampled response")
     p.add_argument("--batch", type=int, default=2, help="responses per step (one micro-batch)")
     p.add_argument("--repeats", type=int, default=2, help="timed steps after one warm-up step")
-    p.add_argument("--sections", nargs="+", choices=["em_ft", "em_rl", "rollout", "torchrun"],
-                   default=["em_ft", "em_rl", "rollout", "torchrun"],
+    p.add_argument("--sections", nargs="+", choices=["em_ft", "em_rl", "rollout", "torchrun", "lora"],
+                   default=["em_ft", "em_rl", "rollout", "torchrun", "lora"],
                    help="which benchmarks to run")
     p.add_argument("--rollout-prompts", type=int, default=32, help="rollout section: sequences in the rollout phase")
     p.add_argument("--rollout-batch", type=int, default=8, help="rollout section: --rollout-batch-size")
     p.add_argument("--rollout-tokens", type=int, default=256, help="rollout section: max new tokens per sequence")
     p.add_argument("--torchrun-tokens", type=int, default=64, help="torchrun section: max new tokens per response (default: 64)")
     p.add_argument("--torchrun-steps", type=int, default=6, help="torchrun section: em_rl.py steps per run, the first dropped (default: 6)")
+    p.add_argument("--lora-model", default=os.path.join(ROOT, "local_models", "smollm2"),
+                   help="lora section: model folder (default: SmolLM2-135M, whose decoder holds most of its weights)")
+    p.add_argument("--lora-rank", type=int, default=16, help="lora section: adapter rank (default: 16)")
     p.add_argument("--child", choices=["em_ft", "load"], help=argparse.SUPPRESS)
     p.add_argument("--variant", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -510,6 +575,8 @@ def main():
         bench_em_rl_step(a)
     if "rollout" in a.sections:
         bench_rollout_batching(a)
+    if "lora" in a.sections:
+        bench_lora(a)
     if "torchrun" in a.sections:
         if not os.path.isdir(os.path.join(ROOT, "local_models", "smollm2")):
             print("\n(torchrun skipped: local_models/smollm2 does not exist, run `make local_models`)")
